@@ -1,0 +1,49 @@
+"""Shared test set-up: quiet TensorFlow, and backend-neutral gradient helpers."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def layer_gradients(layer, x, dy, training=True):
+    """d(sum(layer(x) * dy)) with respect to x and each trainable weight, on any backend.
+
+    Returns ``(dx, [dw for w in layer.trainable_weights])`` as NumPy arrays. The layer must be
+    built already.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float64) * tf.cast(dy, tf.float64))
+        grads = tape.gradient(loss, [xt] + list(layer.trainable_weights))
+        return np.asarray(grads[0]), [np.asarray(g) for g in grads[1:]]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss(xv, tv):
+            y, _ = layer.stateless_call(tv, non_trainable, xv, training=training)
+            return jnp.sum(y.astype(jnp.float64 if y.dtype == jnp.float64 else jnp.float32) * dy)
+
+        dx, dw = jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), trainable)
+        return np.asarray(dx), [np.asarray(g) for g in dw]
+    pytest.skip(f"no gradient helper for backend {backend}")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
