@@ -1,0 +1,119 @@
+"""The book builds from clean, warning-free, with every chapter executed.
+
+The build runs on a copy of the book's sources in a temporary folder, so it starts without a
+Jupyter cache (every notebook is executed) and leaves the developer's ``_build`` alone. It takes
+about a minute. course_lib itself is imported from the editable install in the virtualenv.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+JUPYTER_BOOK = pathlib.Path(sys.executable).with_name("jupyter-book")
+
+# What the book is built from: the configuration, the pages, and the files the pages include
+# (``literalinclude`` from course_lib/). A page that reads another part of the repository needs
+# it added here; the build then fails in this test first, not in CI.
+BOOK_SOURCES = ["_config.yml", "_toc.yml", "intro.md", "references.bib", "chapters", "course_lib"]
+IGNORE_PATTERNS = shutil.ignore_patterns(
+    "_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__", "*.egg-info"
+)
+
+
+def _ignore(folder, names):
+    """Skip caches, and sockets or pipes that a running kernel may have left (uncopyable)."""
+    special = {n for n in names if not (os.path.isfile(os.path.join(folder, n))
+                                        or os.path.isdir(os.path.join(folder, n)))}
+    return set(IGNORE_PATTERNS(folder, names)) | special
+
+
+CHAPTERS = {
+    "01_internal_covariate_shift": {"figures": 2},
+    "02_the_batchnorm_transform": {"figures": 0},
+}
+
+
+def build_book(tmp_path):
+    """Copy the book sources to ``tmp_path`` and build them as CI does; return the HTML folder."""
+    book = tmp_path / "src"
+    book.mkdir()
+    for name in BOOK_SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, book / name, ignore=_ignore)
+        else:
+            shutil.copy2(source, book / name)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(book), "-n", "-W", "--keep-going"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"\njupyter-book build from clean: {elapsed:.1f} s")
+    for line in result.stdout.splitlines():
+        if "Executed notebook in" in line:
+            print("  " + line.rsplit("/", 1)[-1])
+    assert result.returncode == 0, (
+        f"jupyter-book build failed (exit {result.returncode}); warnings are errors (-W).\n"
+        f"--- stdout (tail) ---\n{result.stdout[-6000:]}\n--- stderr (tail) ---\n{result.stderr[-6000:]}"
+    )
+    return book / "_build" / "html"
+
+
+def _page(html_dir, name):
+    path = html_dir / "chapters" / f"{name}.html"
+    assert path.exists(), f"{path} was not built"
+    return path.read_text(encoding="utf-8")
+
+
+def _outputs(page):
+    """The text of every cell output block of a page."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(page, "html.parser")
+    return [div.get_text() for div in soup.select("div.cell_output")], soup
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+def test_book_builds_warning_free_with_executed_chapters(tmp_path):
+    built_book = build_book(tmp_path)
+    assert (built_book / "index.html").exists()
+    assert (built_book / "intro.html").exists()
+    for name, expect in CHAPTERS.items():
+        page = _page(built_book, name)
+        outputs, soup = _outputs(page)
+        assert outputs, f"{name}: no cell outputs; was the notebook executed?"
+        images = soup.select("div.cell_output img")
+        assert len(images) >= expect["figures"], f"{name}: {len(images)} figures in the outputs"
+        for text in outputs:
+            assert "Traceback" not in text and "Error" not in text, f"{name}: error output:\n{text}"
+        assert not soup.select("div.output.stderr"), f"{name}: stderr output in the page"
+        # glue roles that did not resolve would be left as literal text.
+        assert "{glue" not in soup.get_text(), f"{name}: unresolved glue reference"
+
+    # The measured numbers are printed.
+    outputs, _ = _outputs(_page(built_book, "01_internal_covariate_shift"))
+    text = "\n".join(outputs)
+    accuracies = dict(re.findall(r"(without BN|with BN)\s*: test accuracy ([0-9.]+)", text))
+    assert set(accuracies) == {"without BN", "with BN"}, text
+    assert all(0.5 < float(a) <= 1.0 for a in accuracies.values()), accuracies
+
+    outputs, _ = _outputs(_page(built_book, "02_the_batchnorm_transform"))
+    text = "\n".join(outputs)
+    match = re.search(r"largest relative error: ([0-9.e+-]+)", text)
+    assert match, "the gradient check's relative error is not printed"
+    assert float(match.group(1)) <= 1e-6
+
+    bibliography = (built_book / "chapters" / "bibliography.html").read_text(encoding="utf-8")
+    for title in ["Batch normalization: accelerating", "How does batch normalization help",
+                  "Group normalization", "Layer normalization"]:
+        assert title.lower() in bibliography.lower(), title
