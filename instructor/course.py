@@ -1,0 +1,98 @@
+"""The course as nbgrader sees it: its folders, its gradebook, and how nbgrader is run."""
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+
+DEFAULT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# TensorFlow writes log lines to stderr on import; in nbgrader a grade cell with stderr output
+# scores zero, so every process we start (nbgrader, and the kernels it starts) gets these.
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+class CourseError(Exception):
+    """A problem the instructor can fix; reported without a traceback."""
+
+
+def environment():
+    """os.environ, plus quiet TensorFlow and this interpreter's bin/ first on PATH.
+
+    nbgrader's gradebook runs the `alembic` executable, which lives next to the interpreter.
+    """
+    env = dict(os.environ, **QUIET_TF)
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class Course:
+    def __init__(self, root=None):
+        self.root = os.path.abspath(root or DEFAULT_ROOT)
+        config_file = os.path.join(self.root, "nbgrader_config.py")
+        if not os.path.exists(config_file):
+            raise CourseError(f"no nbgrader_config.py in {self.root}: not a course root")
+        os.environ.update(environment())  # for the gradebook (alembic) and kernels we start
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config.loader import PyFileConfigLoader
+
+        self.config = PyFileConfigLoader("nbgrader_config.py", path=self.root).load_config()
+        self.coursedir = CourseDirectory(config=self.config)
+
+    # folders -------------------------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def source(self, ps):
+        return os.path.join(self.root, self.coursedir.source_directory, ps, f"{ps}.ipynb")
+
+    def release(self, ps):
+        return os.path.join(self.root, self.coursedir.release_directory, ps, f"{ps}.ipynb")
+
+    def submitted(self, student, ps):
+        return os.path.join(self.root, self.coursedir.submitted_directory, student, ps, f"{ps}.ipynb")
+
+    def feedback(self, student, ps):
+        return os.path.join(self.root, self.coursedir.feedback_directory, student, ps, f"{ps}.html")
+
+    @property
+    def grading(self):
+        return self.path("_grading")
+
+    # nbgrader ------------------------------------------------------------------------------
+    def nbgrader(self, *args):
+        """Run ``python -m nbgrader ARGS`` from the course root; raise CourseError if it fails."""
+        cmd = [sys.executable, "-m", "nbgrader", *args]
+        result = subprocess.run(cmd, cwd=self.root, env=environment(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            errors = [line for line in result.stdout.splitlines() if "| ERROR]" in line]
+            detail = "\n".join(errors[-20:]) if errors else result.stdout[-4000:]
+            raise CourseError(f"`nbgrader {' '.join(args)}` failed (exit {result.returncode}):\n"
+                              + detail)
+        for line in result.stdout.splitlines():
+            # nbgrader warns that the checksum of every cell with hidden tests "has changed" (it
+            # is computed before they are removed; the cell is restored anyway), and --force
+            # makes it announce that it replaces what it made before: neither needs attention.
+            if ("| WARNING]" in line or "| ERROR]" in line) and "'checksum'" not in line \
+                    and "Removing existing" not in line:
+                print("  nbgrader:", line)
+        return result.stdout
+
+    @contextmanager
+    def gradebook(self):
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gb:
+            yield gb
+
+    def has_assignment(self, ps):
+        from nbgrader.api import MissingEntry
+
+        with self.gradebook() as gb:
+            try:
+                assignment = gb.find_assignment(ps)
+            except MissingEntry:
+                return False
+            return any(nb.name == ps for nb in assignment.notebooks)

@@ -1,0 +1,138 @@
+"""Find a class's submissions in a folder or a .zip, and copy them where nbgrader expects them.
+
+Accepted layouts (the originals are never modified):
+
+    DIR/<student>.ipynb
+    DIR/<student>/<ps>.ipynb          (or the only notebook in DIR/<student>/)
+    DIR/<student>/<ps>/<ps>.ipynb     (nbgrader's own layout)
+    a .zip of any of these, possibly inside one top-level folder
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import nbformat
+
+from instructor.course import CourseError
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+_SKIP = {"__MACOSX", ".ipynb_checkpoints"}
+
+
+@dataclass(frozen=True)
+class Submission:
+    student: str
+    notebook: str  # path of the student's notebook (in the original folder or the unpacked zip)
+    note: str = ""
+
+
+def _visible(names):
+    return sorted(n for n in names if n not in _SKIP and not n.startswith("."))
+
+
+def _find(folder, ps):
+    found, problems = {}, []
+
+    def add(student, path, note=""):
+        if not STUDENT_ID.match(student):
+            problems.append(f"{path}: {student!r} is not a usable student id (letters, digits, "
+                            "'_', '-', '.', '@', '+'; starting with a letter or digit)")
+        elif student in found:
+            problems.append(f"student {student!r} has two submissions: {found[student].notebook} "
+                            f"and {path}")
+        else:
+            found[student] = Submission(student, path, note)
+
+    for name in _visible(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and name.endswith(".ipynb"):
+            add(name[: -len(".ipynb")], path)
+        elif os.path.isdir(path):
+            nested = os.path.join(path, ps, f"{ps}.ipynb")
+            direct = os.path.join(path, f"{ps}.ipynb")
+            notebooks = [n for n in _visible(os.listdir(path)) if n.endswith(".ipynb")]
+            if os.path.isfile(direct):
+                add(name, direct)
+            elif os.path.isfile(nested):
+                add(name, nested)
+            elif len(notebooks) == 1:
+                add(name, os.path.join(path, notebooks[0]),
+                    note=f"used {notebooks[0]} as {ps}.ipynb")
+            elif notebooks:
+                problems.append(f"{path}: several notebooks and none is {ps}.ipynb: {notebooks}")
+    return found, problems
+
+
+def _holds(folder, ps):
+    """Is ``folder`` one student's submission (DIR/<ps>.ipynb or DIR/<ps>/<ps>.ipynb)?"""
+    return (os.path.isfile(os.path.join(folder, f"{ps}.ipynb"))
+            or os.path.isfile(os.path.join(folder, ps, f"{ps}.ipynb")))
+
+
+class Collected:
+    """The submissions found under ``source`` (a folder or a .zip); a context manager."""
+
+    def __init__(self, source, ps):
+        self.source = os.path.abspath(source)
+        self._tmp = None
+        if not os.path.exists(self.source):
+            raise CourseError(f"no such folder or file: {source}")
+        folder = self.source
+        if os.path.isfile(self.source):
+            if not zipfile.is_zipfile(self.source):
+                raise CourseError(f"{source} is neither a folder nor a .zip file")
+            self._tmp = tempfile.TemporaryDirectory(prefix="submissions-")
+            folder = self._tmp.name
+            _safe_extract(self.source, folder)
+        while True:  # a zip (or folder) that wraps everything in one folder: look inside
+            entries = _visible(os.listdir(folder))
+            inner = os.path.join(folder, entries[0]) if len(entries) == 1 else None
+            if not (inner and os.path.isdir(inner)) or _holds(inner, ps):
+                break
+            folder = inner
+        found, problems = _find(folder, ps)
+        self.submissions = [found[s] for s in sorted(found)]
+        self.problems = problems
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _safe_extract(zip_path, dest):
+    dest = os.path.realpath(dest)
+    with zipfile.ZipFile(zip_path) as zf:
+        for member in zf.infolist():
+            target = os.path.realpath(os.path.join(dest, member.filename))
+            if os.path.commonpath([dest, target]) != dest:
+                raise CourseError(f"{zip_path}: refusing to extract {member.filename!r} outside "
+                                  "the target folder")
+        zf.extractall(dest)
+
+
+def readable(path):
+    """None if ``path`` is a notebook nbformat can read, else the reason."""
+    try:
+        nbformat.read(path, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is reported, not raised
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def import_into(course, ps, submissions):
+    """Copy each notebook to _grading/submitted/<student>/<ps>/<ps>.ipynb (replacing an earlier
+    import of the same student) and add the students to the gradebook."""
+    for sub in submissions:
+        dest = course.submitted(sub.student, ps)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(sub.notebook, dest)
+    with course.gradebook() as gb:
+        for sub in submissions:
+            gb.update_or_create_student(sub.student)

@@ -1,0 +1,61 @@
+"""nbgrader configuration of the course. The course root is the folder of this file.
+
+    solutions/<ps>/<ps>.ipynb       the ONE source per problem set (solutions, hidden tests)
+    exercises/<ps>/<ps>.ipynb       the student version: `make release PS=<ps>` generates it
+    _grading/                       grading state, never committed (.gitignore):
+        gradebook.db, submitted/<student>/<ps>/, autograded/..., feedback/..., grades.csv
+
+Drive it through `python -m instructor ...` (or the Makefile targets), which run nbgrader from
+this folder with TensorFlow's log lines switched off: in nbgrader a grade cell that writes to
+stderr scores zero.
+"""
+
+import os
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+from traitlets import List
+
+c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+GRADING = os.path.join(ROOT, "_grading")
+os.makedirs(GRADING, exist_ok=True)  # sqlite creates the database file, not its folder
+
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.course_id = "batchnorm-course"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+c.CourseDirectory.submitted_directory = "_grading/submitted"
+c.CourseDirectory.autograded_directory = "_grading/autograded"
+c.CourseDirectory.feedback_directory = "_grading/feedback"
+c.CourseDirectory.solution_directory = "_grading/solution"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(GRADING, "gradebook.db")
+
+# Problem sets are NumPy only and run in seconds; the limit catches an endless loop.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """ClearHiddenTests, and the tracebacks of cells with hidden tests cut to their last line.
+
+    ClearHiddenTests removes the hidden tests from a cell's source, but an error's traceback
+    quotes the cell around the failing line, hidden tests included. The learner keeps what they
+    need: the error's type and message (the check's diagnosis).
+    """
+
+    # HTMLExporter configures this for every preprocessor; NbGraderPreprocessor declares it
+    # without config=True, so traitlets would warn about it (nbgrader's GetGrades does the same).
+    display_data_priority = List(GetGrades.display_data_priority.default_value, config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+            for output in cell.get("outputs", []):
+                if output.output_type == "error":
+                    output.traceback = [f"\x1b[0;31m{output.ename}\x1b[0m: {output.evalue}"]
+        return super().preprocess_cell(cell, resources, index)
+
+
+# Feedback never shows hidden tests: neither their source nor a traceback that quotes them.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
