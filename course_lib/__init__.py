@@ -15,6 +15,18 @@ __version__ = "0.1.0"
 # name -> module that defines it; resolved lazily by __getattr__ below.
 _LAZY = {
     "BatchNormalization": "course_lib.batch_normalization",
+    "LayerNormalization": "course_lib.layer_normalization",
+    "GroupNormalization": "course_lib.group_normalization",
+    "InstanceNormalization": "course_lib.instance_normalization",
+    "WeightNormalization": "course_lib.weight_normalization",
+    "WSConv2D": "course_lib.weight_standardization",
+    "ScalarBias": "course_lib.fixup",
+    "ScalarMultiplier": "course_lib.fixup",
+    "fixup_initializer": "course_lib.fixup",
+    "FixupResidualBlock": "course_lib.fixup",
+    "BatchRenormalization": "course_lib.batch_normalization",
+    "recalibrate_batchnorm": "course_lib.recalibration",
+    "fold_batchnorm": "course_lib.folding",
     "load_mnist": "course_lib.data",
     "reference": "course_lib.reference",
     "data": "course_lib.data",

@@ -1,15 +1,62 @@
 """Batch Normalization as a Keras 3 layer, written from scratch with ``keras.ops``."""
 
+import numbers
+
 import keras
 from keras import constraints
 from keras import initializers
 from keras import ops
 from keras import regularizers
 
+_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
+
 
 def _check_bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+
+
+def _check_clipping(clipping):
+    """Validate ``renorm_clipping``; the messages also match Keras's own tests."""
+    if not isinstance(clipping, dict):
+        raise ValueError(
+            f"`renorm_clipping` must be a dict. Received: renorm_clipping={clipping!r}"
+        )
+    unknown = sorted(set(clipping) - set(_CLIPPING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Received invalid keys for `renorm_clipping`: {unknown}. Supported keys: "
+            f"{list(_CLIPPING_KEYS)}. Received: renorm_clipping={clipping!r}"
+        )
+    for key, value in clipping.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(
+                f"`renorm_clipping[{key!r}]` must be a number. Received: {key}={value!r}"
+            )
+    rmax, rmin, dmax = (clipping.get(key) for key in _CLIPPING_KEYS)
+    if rmax is not None and rmin is not None and rmax < rmin:
+        raise ValueError(
+            "In `renorm_clipping`, rmax should be greater than or equal to rmin. "
+            f"Received: rmax={rmax!r}, rmin={rmin!r}"
+        )
+    if dmax is not None and dmax < 0:
+        raise ValueError(
+            f"In `renorm_clipping`, dmax should be non-negative. Received: dmax={dmax!r}"
+        )
+
+
+def _sum_over_replicas(value):
+    """Sum a per-replica tensor over the replicas of a ``tf.distribute`` strategy.
+
+    The only line of the layer that is not ``keras.ops``: Keras has no backend-neutral
+    cross-replica reduction. Outside ``strategy.run`` (or with one replica) it is the identity.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 @keras.saving.register_keras_serializable(package="course_lib")
@@ -25,6 +72,15 @@ class BatchNormalization(keras.layers.Layer):
                 moving_var  = moving_var  * momentum + var * (1 - momentum)
     inference:  mu, var = moving_mean, moving_var
     both:       y = gamma * (x - mu) / sqrt(var + epsilon) + beta
+
+    renorm=True, training (Ioffe, 2017); inference is unchanged:
+                sigma = sqrt(var + epsilon)
+                r = stop_gradient(clip(sigma / renorm_stddev, rmin, rmax))
+                d = stop_gradient(clip((mu - renorm_mean) / renorm_stddev, -dmax, dmax))
+                y = gamma * ((x - mu) / sigma * r + d) + beta
+                renorm_mean, renorm_stddev  track mu, sigma with renorm_momentum
+                moving_mean, moving_stddev  track mu, sigma with momentum
+                moving_var = moving_stddev**2 - epsilon
     ```
 
     The batch variance is the biased one (divides by m), in the normalization and in the
@@ -44,6 +100,17 @@ class BatchNormalization(keras.layers.Layer):
             moving statistics.
         beta_regularizer, gamma_regularizer: Optional regularizers.
         beta_constraint, gamma_constraint: Optional constraints.
+        renorm: If True, use Batch Renormalization: the training output is corrected by
+            ``r`` and ``d`` towards what inference with the (renorm) moving statistics
+            would give. Adds the variables ``moving_stddev``, ``renorm_mean``,
+            ``renorm_stddev``.
+        renorm_clipping: Optional dict with the keys ``"rmax"``, ``"rmin"``, ``"dmax"``:
+            ``r`` is clipped to ``[rmin, rmax]`` and ``d`` to ``[-dmax, dmax]`` (a missing
+            key means no clipping on that side). The paper uses ``rmin = 1 / rmax``.
+        renorm_momentum: Momentum of ``renorm_mean`` and ``renorm_stddev``, the statistics
+            ``r`` and ``d`` are computed from. ``momentum`` still drives the inference ones.
+        synchronized: If True, the batch statistics are those of the *global* batch across
+            the replicas of a ``tf.distribute`` strategy (sync BN). TensorFlow backend only.
         **kwargs: Base layer arguments (``name``, ``dtype``, ``trainable``...).
 
     Call arguments:
@@ -52,8 +119,9 @@ class BatchNormalization(keras.layers.Layer):
             Otherwise (the default, and always when ``layer.trainable`` is False), normalize
             with the moving statistics. Setting ``trainable = False`` therefore puts the layer
             in inference mode, as in Keras: the usual choice when fine-tuning.
-        mask: Optional boolean tensor with one dimension fewer than ``inputs`` (no feature
-            axis). Masked-out positions do not count towards the batch statistics.
+        mask: Optional boolean tensor of shape ``inputs.shape[:-1]`` (Keras's convention, as
+            produced by ``Masking`` or ``Embedding(mask_zero=True)``). Masked-out positions
+            do not count towards the batch statistics.
 
     Returns:
         A tensor of the same shape as ``inputs``, in the layer's compute dtype.
@@ -61,6 +129,8 @@ class BatchNormalization(keras.layers.Layer):
     Reference:
         Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by
         Reducing Internal Covariate Shift", ICML 2015. https://arxiv.org/abs/1502.03167
+        Ioffe, "Batch Renormalization: Towards Reducing Minibatch Dependence in
+        Batch-Normalized Models", NeurIPS 2017. https://arxiv.org/abs/1702.03275
 
     >>> import numpy as np
     >>> layer = BatchNormalization()
@@ -85,18 +155,38 @@ class BatchNormalization(keras.layers.Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, int):
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise ValueError(f"`axis` must be an integer. Received: axis={axis!r}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"`momentum` must be in [0, 1]. Received: momentum={momentum!r}")
         if not epsilon > 0.0:
             raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon!r}")
-        _check_bool("center", center)
-        _check_bool("scale", scale)
-        self.axis = axis
+        for name, value in [("center", center), ("scale", scale), ("renorm", renorm),
+                            ("synchronized", synchronized)]:
+            _check_bool(name, value)
+        if renorm_clipping is not None:
+            _check_clipping(renorm_clipping)
+            renorm_clipping = dict(renorm_clipping)
+        elif renorm:
+            renorm_clipping = {}  # as Keras: {} with renorm, None without
+        if not 0.0 <= renorm_momentum <= 1.0:
+            raise ValueError(
+                "`renorm_momentum` must be in [0, 1]. "
+                f"Received: renorm_momentum={renorm_momentum!r}"
+            )
+        if synchronized and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "`synchronized=True` is only supported with the TensorFlow backend. "
+                f"Received: synchronized={synchronized}, backend={keras.backend.backend()!r}"
+            )
+        self.axis = int(axis)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.center = center
@@ -109,7 +199,15 @@ class BatchNormalization(keras.layers.Layer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
+        self.renorm = renorm
+        self.renorm_clipping = renorm_clipping
+        self.renorm_momentum = renorm_momentum
+        self.synchronized = synchronized
         self.supports_masking = True
+        # Inputs are not cast to the compute dtype on the way in (call casts them to float32):
+        # float32 activations above float16's max (65504) must not become inf under
+        # mixed_float16 before they are normalized. Keras does this for GroupNormalization.
+        self.autocast = False
         self.gamma = None
         self.beta = None
 
@@ -128,40 +226,32 @@ class BatchNormalization(keras.layers.Layer):
                 f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
             )
         self._reduction_axes = [a for a in range(ndim) if a != self._axis]
-        shape = (channels,)
+
         # autocast=False: under mixed precision the parameters and statistics stay float32.
+        def weight(name, initializer, trainable=False, **kwargs):
+            return self.add_weight(
+                shape=(channels,), name=name, initializer=initializer,
+                trainable=trainable, autocast=False, **kwargs,
+            )
+
         if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
-            )
+            self.gamma = weight("gamma", self.gamma_initializer, True,
+                                regularizer=self.gamma_regularizer,
+                                constraint=self.gamma_constraint)
         if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
-            )
-        self.moving_mean = self.add_weight(
-            shape=shape,
-            name="moving_mean",
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
-        )
-        self.moving_variance = self.add_weight(
-            shape=shape,
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-        )
+            self.beta = weight("beta", self.beta_initializer, True,
+                               regularizer=self.beta_regularizer,
+                               constraint=self.beta_constraint)
+        self.moving_mean = weight("moving_mean", self.moving_mean_initializer)
+        self.moving_variance = weight("moving_variance", self.moving_variance_initializer)
+        if self.renorm:
+            # Renorm tracks standard deviations, as the paper does: sqrt of the variance init.
+            def stddev_initializer(shape, dtype=None):
+                return ops.sqrt(_fresh(self.moving_variance_initializer)(shape, dtype=dtype))
+
+            self.moving_stddev = weight("moving_stddev", stddev_initializer)
+            self.renorm_mean = weight("renorm_mean", _fresh(self.moving_mean_initializer))
+            self.renorm_stddev = weight("renorm_stddev", stddev_initializer)
         self.input_spec = keras.layers.InputSpec(ndim=ndim, axes={self._axis: channels})
 
     def _broadcast(self, v, ndim):
@@ -170,19 +260,61 @@ class BatchNormalization(keras.layers.Layer):
         return ops.reshape(v, shape)
 
     def _moments(self, x, mask):
-        """Per-feature batch mean and biased variance, counting only unmasked positions."""
+        """Per-feature batch mean and biased variance, counting only unmasked positions.
+
+        With ``synchronized=True`` the sums run over the global batch of every replica, in
+        two passes (sums and counts, then squared deviations from the global mean): the
+        one-pass ``E[x**2] - E[x]**2`` loses every digit when ``|mean| >> std``. Sums divided
+        by counts rather than ``ops.mean``, which computes in float32 on JAX.
+        """
+        axes, ndim = self._reduction_axes, len(x.shape)
+        replicas = _sum_over_replicas if self.synchronized else (lambda v: v)
+        weights = None
         if mask is None:
-            mean = ops.mean(x, axis=self._reduction_axes)
-            centred = x - self._broadcast(mean, len(x.shape))
-            var = ops.mean(ops.square(centred), axis=self._reduction_axes)
-            return mean, var
-        weights = ops.cast(ops.expand_dims(mask, axis=self._axis), x.dtype)
-        weights = ops.broadcast_to(weights, ops.shape(x))
-        count = ops.sum(weights, axis=self._reduction_axes) + keras.config.epsilon()
-        mean = ops.sum(x * weights, axis=self._reduction_axes) / count
-        centred = (x - self._broadcast(mean, len(x.shape))) * weights
-        var = ops.sum(ops.square(centred), axis=self._reduction_axes) / count
+            count = ops.cast(ops.size(x), x.dtype) / x.shape[self._axis]
+            total = ops.sum(x, axis=axes)
+        else:  # Keras's convention: the mask covers every axis but the last.
+            weights = ops.cast(ops.expand_dims(ops.cast(mask, "bool"), axis=-1), x.dtype)
+            weights = ops.broadcast_to(weights, ops.shape(x))
+            count = ops.sum(weights, axis=axes)
+            total = ops.sum(x * weights, axis=axes)
+        count = ops.maximum(replicas(count), 1.0)  # a fully masked batch: mean = var = 0
+        mean = replicas(total) / count
+        centred = x - self._broadcast(mean, ndim)
+        if weights is not None:
+            centred = centred * weights
+        var = replicas(ops.sum(ops.square(centred), axis=axes)) / count
         return mean, var
+
+    def _renorm_correction(self, mean, var):
+        """Batch renorm's ``r`` and ``d`` (constants for the gradient), then its updates."""
+        dtype = mean.dtype
+        stddev = ops.sqrt(var + self.epsilon)
+        renorm_mean = ops.cast(self.renorm_mean, dtype)
+        renorm_stddev = ops.cast(self.renorm_stddev, dtype)
+        floor = ops.maximum(renorm_stddev, self.epsilon**0.5)  # as Keras: no division by ~0
+        r = stddev / floor
+        d = (mean - renorm_mean) / floor
+        rmax, rmin, dmax = (self.renorm_clipping.get(key) for key in _CLIPPING_KEYS)
+        if rmin is not None:
+            r = ops.maximum(r, rmin)
+        if rmax is not None:
+            r = ops.minimum(r, rmax)
+        if dmax is not None:
+            d = ops.clip(d, -dmax, dmax)
+
+        def average(variable, value, momentum):
+            new = ops.cast(variable, dtype) * momentum + value * (1.0 - momentum)
+            variable.assign(new)
+            return new
+
+        average(self.renorm_mean, mean, self.renorm_momentum)
+        average(self.renorm_stddev, stddev, self.renorm_momentum)
+        average(self.moving_mean, mean, self.momentum)
+        moving_stddev = average(self.moving_stddev, stddev, self.momentum)
+        # Inference reads moving_variance: keep it consistent (relu against rounding).
+        self.moving_variance.assign(ops.relu(ops.square(moving_stddev) - self.epsilon))
+        return ops.stop_gradient(r), ops.stop_gradient(d)
 
     def call(self, inputs, training=None, mask=None):
         ndim = len(inputs.shape)
@@ -191,28 +323,37 @@ class BatchNormalization(keras.layers.Layer):
                 "`mask` must have one dimension fewer than the inputs. "
                 f"Received: mask.shape={tuple(mask.shape)}, inputs.shape={tuple(inputs.shape)}"
             )
-        # float16/bfloat16 statistics overflow easily: compute in at least float32.
-        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        # float16/bfloat16 statistics overflow easily: compute in float32 (float64 stays
+        # float64; keras.backend.result_type would make it float32 on JAX).
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        compute_dtype = "float64" if dtype == "float64" else "float32"
         x = ops.cast(inputs, compute_dtype)
+        r = d = None
 
         if training and self.trainable:
             mean, var = self._moments(x, mask)
-            m = self.momentum
-            self.moving_mean.assign(
-                ops.cast(self.moving_mean, compute_dtype) * m + mean * (1.0 - m)
-            )
-            self.moving_variance.assign(
-                ops.cast(self.moving_variance, compute_dtype) * m + var * (1.0 - m)
-            )
+            if self.renorm:
+                r, d = self._renorm_correction(mean, var)
+            else:
+                m = self.momentum
+                self.moving_mean.assign(
+                    ops.cast(self.moving_mean, compute_dtype) * m + mean * (1.0 - m)
+                )
+                self.moving_variance.assign(
+                    ops.cast(self.moving_variance, compute_dtype) * m + var * (1.0 - m)
+                )
         else:
             mean = ops.cast(self.moving_mean, compute_dtype)
             var = ops.cast(self.moving_variance, compute_dtype)
 
-        # y = gamma * (x - mean) / sqrt(var + eps) + beta, folded into one scale and offset.
+        # y = gamma * ((x - mean) / sqrt(var + eps) * r + d) + beta, as one scale and offset.
         inv = ops.rsqrt(var + self.epsilon)
-        if self.scale:
-            inv = inv * ops.cast(self.gamma, compute_dtype)
         offset = -mean * inv
+        if r is not None:
+            inv, offset = inv * r, offset * r + d
+        if self.scale:
+            gamma = ops.cast(self.gamma, compute_dtype)
+            inv, offset = inv * gamma, offset * gamma
         if self.center:
             offset = offset + ops.cast(self.beta, compute_dtype)
         outputs = x * self._broadcast(inv, ndim) + self._broadcast(offset, ndim)
@@ -238,5 +379,31 @@ class BatchNormalization(keras.layers.Layer):
             "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "renorm": self.renorm,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="course_lib")
+class BatchRenormalization(BatchNormalization):
+    """``BatchNormalization(renorm=True)`` under its own name (Ioffe, 2017).
+
+    Same arguments as ``BatchNormalization``; only the default of ``renorm`` differs.
+
+    >>> layer = BatchRenormalization(renorm_clipping={"rmax": 3.0, "rmin": 1 / 3, "dmax": 5.0})
+    >>> layer.renorm, layer.get_config()["renorm_clipping"]["dmax"]
+    (True, 5.0)
+    """
+
+    def __init__(self, renorm=True, **kwargs):
+        super().__init__(renorm=renorm, **kwargs)
+
+
+def _fresh(initializer):
+    """A copy of ``initializer`` (a seeded random initializer would repeat its draw)."""
+    if isinstance(initializer, initializers.Initializer):
+        return initializer.__class__.from_config(initializer.get_config())
+    return initializer

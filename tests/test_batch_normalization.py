@@ -10,6 +10,12 @@ import course_lib
 import course_lib.batch_normalization
 from conftest import layer_gradients
 
+if keras.backend.backend() == "jax":
+    # Without 64-bit mode JAX silently computes float64 in float32 (for test_reference too).
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
 # Every dimension differs, so a wrong reshape or reduction axis cannot pass by accident.
 SHAPES = {2: (11, 7), 4: (6, 5, 9, 4)}
 CASES = [(rank, axis) for rank in (2, 4) for axis in (-1, 1)]
@@ -25,6 +31,10 @@ def _inputs(rng, rank, scale=3.0, shift=2.0, dtype="float32"):
 
 
 def _tols(dtype):
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        # The oracle computes in float32 there (keras.backend.result_type turns float64 into
+        # float32 on JAX); test_reference.py checks float64 against NumPy.
+        dtype = "float32"
     return {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-10, atol=1e-10)}[dtype]
 
 
@@ -122,6 +132,21 @@ def test_mixed_float16_matches_keras(rng):
     np.testing.assert_allclose(
         ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-3
     )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_mixed_float16_large_float32_inputs_do_not_overflow(rng, training):
+    """Activations above float16's max (65504) are normalized in float32, not cast first."""
+    x = (7e4 + 100.0 * rng.normal(size=(16, 3))).astype("float32")
+    mixed = course_lib.BatchNormalization(dtype="mixed_float16")
+    full = course_lib.BatchNormalization()
+    for layer in (mixed, full):
+        layer.build(x.shape)
+        layer.moving_mean.assign(np.full(3, 7e4, "float32"))
+        layer.moving_variance.assign(np.full(3, 1e4, "float32"))
+    y = np.asarray(mixed(x, training=training), dtype="float32")
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, np.asarray(full(x, training=training)), atol=1e-2)
 
 
 @pytest.mark.parametrize("center,scale", [(False, True), (True, False), (False, False)])
@@ -236,3 +261,198 @@ def test_axis_out_of_range_names_axis_and_shape():
 def test_docstring_example():
     result = doctest.testmod(course_lib.batch_normalization)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- Masks follow Keras's convention: one value per position of inputs.shape[:-1]. ----------
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_mask_from_masking_layer_matches_keras(rng, axis):
+    """A `Masking` layer masks along the last axis whatever `axis` is (Keras's convention)."""
+    x = rng.normal(size=(5, 4, 3)).astype("float32") * 2 + 1
+    x[:, 1, :] = 0.0  # masked time step
+    x[2, 3, :] = 0.0
+    masked = keras.layers.Masking()(x)
+    ours, theirs = _pair(axis=axis, momentum=0.5)
+    y_ours = np.asarray(ours(masked, training=True))
+    y_theirs = np.asarray(theirs(masked, training=True))
+    keep = np.any(x != 0, axis=-1)
+    np.testing.assert_allclose(y_ours[keep], y_theirs[keep], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), theirs.moving_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-5
+    )
+
+
+def test_fully_masked_batch_gives_zero_statistics_not_nan():
+    layer = course_lib.BatchNormalization(momentum=0.0, center=False, scale=False)
+    y = np.asarray(layer(np.ones((4, 5), "float32"), training=True, mask=np.zeros(4, bool)))
+    np.testing.assert_allclose(y, np.ones((4, 5)) / np.sqrt(1e-3), rtol=1e-6)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(layer.moving_variance.numpy(), 0.0)
+
+
+# --- synchronized=True: cross-replica statistics under tf.distribute (TensorFlow only). -------
+
+
+def test_synchronized_is_tensorflow_only():
+    if keras.backend.backend() == "tensorflow":
+        layer = course_lib.BatchNormalization(synchronized=True)
+        assert layer.get_config()["synchronized"] is True
+    else:
+        with pytest.raises(ValueError, match="Received: synchronized=True, backend="):
+            course_lib.BatchNormalization(synchronized=True)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="synchronized=True needs tf.distribute"
+)
+def test_synchronized_without_strategy_is_plain_batch_normalization(rng):
+    """Outside `strategy.run` there is one replica: the statistics are the local ones."""
+    ours = course_lib.BatchNormalization(synchronized=True)
+    theirs = keras.layers.BatchNormalization()
+    x = _inputs(rng, 4)
+    mask = rng.uniform(size=x.shape[:-1]) > 0.3
+    for m in (None, mask):
+        np.testing.assert_allclose(
+            np.asarray(ours(x, training=True, mask=m)),
+            np.asarray(theirs(x, training=True, mask=m)),
+            rtol=1e-5, atol=1e-5,
+        )
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-5
+    )
+
+
+# Runs in a fresh interpreter: the 2 logical CPUs must be configured before TF starts.
+_MIRRORED_SCRIPT = r'''
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+
+import course_lib
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+STATS = ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev")
+
+
+def split(ctx, a):
+    half = len(a) // 2
+    return a[half * ctx.replica_id_in_sync_group:][:half]
+
+
+def run_distributed(layer, batches, masks):
+    step = tf.function(lambda x, m: layer(x, training=True, mask=m))
+    outputs = []
+    for x, mask in zip(batches, masks):
+        xs = strategy.experimental_distribute_values_from_function(lambda c: split(c, x))
+        ms = None if mask is None else strategy.experimental_distribute_values_from_function(
+            lambda c: split(c, mask))
+        y = strategy.run(step, args=(xs, ms))
+        outputs += [t.numpy() for t in strategy.experimental_local_results(y)]
+    # One value per replica for each (mirrored) statistic.
+    return np.concatenate(outputs).tolist(), {
+        s: [v.numpy().tolist() for v in getattr(layer, s).value.values]
+        for s in STATS if hasattr(layer, s)}
+
+
+layer_cases = []
+for shape, axis, kwargs, masked in [((8, 7), -1, {}, False), ((6, 5, 4, 3), 1, {}, False),
+                                    ((8, 5, 3), -1, {}, True),
+                                    ((8, 7), -1, {"renorm": True, "renorm_momentum": 0.6}, False)]:
+    # The second replica's half is shifted and scaled, so per-replica statistics differ.
+    batches = [rng.normal(size=shape).astype("float32") * 2 + 1 for _ in range(2)]
+    for x in batches:
+        x[len(x) // 2:] = x[len(x) // 2:] * 3 + 5
+    masks = [rng.uniform(size=shape[:-1]) > 0.3 if masked else None for _ in batches]
+    case = {"masks": [m.tolist() for m in masks] if masked else None}
+    for sync in (True, False):
+        with strategy.scope():
+            layer = course_lib.BatchNormalization(
+                axis=axis, momentum=0.5, synchronized=sync, **kwargs)
+            layer.build(shape)
+        case["sync" if sync else "local"] = run_distributed(layer, batches, masks)
+    single = course_lib.BatchNormalization(axis=axis, momentum=0.5, **kwargs)
+    ys = [np.asarray(single(x, training=True, mask=m)) for x, m in zip(batches, masks)]
+    case["single"] = (np.concatenate(ys).tolist(),
+                      {s: [getattr(single, s).numpy().tolist()]
+                       for s in STATS if hasattr(single, s)})
+    layer_cases.append(case)
+
+# model.fit: gradients flow through the all-reduce, so training matches one device too.
+x = rng.normal(size=(16, 5)).astype("float32")
+x[8:] = x[8:] * 3 + 2
+y = rng.normal(size=(16, 1)).astype("float32")
+fits = {}
+for name, sync, scope in [("single", False, None), ("sync", True, strategy),
+                          ("local", False, strategy)]:
+    with scope.scope() if scope else tf.init_scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4),
+                                  course_lib.BatchNormalization(momentum=0.5, synchronized=sync),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    fits[name] = [np.asarray(w).tolist() for w in model.weights]
+print("RESULTS " + json.dumps({"layers": layer_cases, "fits": fits}))
+'''
+
+
+@pytest.fixture(scope="module")
+def mirrored_results():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("synchronized=True is TensorFlow-only (tf.distribute.MirroredStrategy)")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+def _max_diff(a, b, mask=None):
+    diff = np.abs(np.asarray(a) - np.asarray(b))
+    return float(diff[np.asarray(mask)].max() if mask is not None else diff.max())
+
+
+# One subprocess for these tests: keep them on one pytest-xdist worker (make test).
+@pytest.mark.xdist_group("mirrored_strategy")
+@pytest.mark.parametrize("case", range(4), ids=["rank2", "rank4-axis1", "masked", "renorm"])
+def test_synchronized_equals_one_device_on_the_global_batch(mirrored_results, case):
+    result = mirrored_results["layers"][case]
+    masks = result["masks"]
+    keep = np.concatenate(masks) if masks is not None else None
+    y_single, stats_single = result["single"]
+    y_sync, stats_sync = result["sync"]
+    assert _max_diff(y_sync, y_single, keep) < 1e-5
+    for name, (expected,) in stats_single.items():
+        for replica, value in enumerate(stats_sync[name]):
+            np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name} on replica {replica}")
+    # Per-replica statistics (synchronized=False) give something else entirely.
+    y_local, stats_local = result["local"]
+    assert _max_diff(y_local, y_single, keep) > 0.5
+    assert _max_diff(stats_local["moving_mean"][0], stats_single["moving_mean"][0]) > 0.1
+
+
+@pytest.mark.xdist_group("mirrored_strategy")
+def test_synchronized_fit_equals_one_device_fit(mirrored_results):
+    fits = mirrored_results["fits"]
+    for i, (w_sync, w_single) in enumerate(zip(fits["sync"], fits["single"])):
+        np.testing.assert_allclose(w_sync, w_single, rtol=1e-5, atol=1e-6, err_msg=f"weight {i}")
+    assert max(_max_diff(a, b) for a, b in zip(fits["local"], fits["single"])) > 0.1
+
+
+def test_numpy_integer_axis_is_accepted_like_keras():
+    layer = course_lib.BatchNormalization(axis=np.int64(1))
+    assert layer.axis == 1 and type(layer.get_config()["axis"]) is int
