@@ -99,12 +99,15 @@ class GroupNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Under mixed precision, inputs beyond float16's range (~65504) must reach the float32
+        # statistics intact rather than be cast to inf first.
+        self.autocast = False
         if isinstance(groups, bool) or not isinstance(groups, int) or not (
             groups > 0 or groups == -1
         ):
             raise ValueError(
-                "`groups` must be a positive integer, or -1 for one group per channel. "
-                f"Received: groups={groups!r}"
+                "The argument `groups` must be a positive integer, or -1 for one group per "
+                f"channel. Received: groups={groups!r}"
             )
         if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
             raise ValueError(
@@ -140,11 +143,16 @@ class GroupNormalization(keras.layers.Layer):
         c = input_shape[self._axis]
         if c is None:
             raise ValueError(
-                "The channel axis of the input must have a known size. "
-                f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
+                f"Axis {self.axis} of the input tensor should have a defined dimension but the "
+                f"layer received an input with shape {tuple(input_shape)}. Received: axis={self.axis}"
             )
         # `self.groups` keeps -1 so that get_config() round-trips; `_groups` is the real count.
         groups = c if self.groups == -1 else self.groups
+        if groups > c:
+            raise ValueError(
+                f"`groups` ({groups}) cannot be more than the number of channels ({c}). "
+                f"Received: groups={self.groups}, channels={c}"
+            )
         if c % groups != 0:
             raise ValueError(
                 "`groups` must divide the channel count. "
