@@ -1,14 +1,19 @@
 """course_lib: the code behind the Batch Normalization course.
 
 The NumPy parts (``course_lib.reference``, ``course_lib.data``, ``course_lib.checks``) import
-without Keras, so a problem set on NumPy never pays for a TensorFlow import. The Keras layers
-are loaded on first use:
+without Keras, so a problem set on NumPy never pays for a TensorFlow import (seconds and about
+650 MB per kernel). The Keras layers load on first use:
 
 >>> import course_lib
 >>> layer = course_lib.BatchNormalization()      # imports Keras here
+
+Loading a saved ``.keras`` model needs the classes registered with Keras. That happens as soon
+as any layer is touched, and at ``import course_lib`` when Keras is already imported (import
+``keras`` first, as usual); ``course_lib.register_layers()`` does it explicitly.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -34,7 +39,7 @@ _LAZY = {
     "experiments": "course_lib.experiments",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY) + ["register_layers"]
 
 
 def __getattr__(name):
@@ -48,3 +53,18 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+_LAYER_MODULES = sorted(
+    {m for n, m in _LAZY.items() if n[0].isupper() or n.startswith(("fixup", "fold", "recal"))}
+)
+
+
+def register_layers():
+    """Import every Keras layer module, registering its classes for ``keras.models.load_model``."""
+    for module in _LAYER_MODULES:
+        importlib.import_module(module)
+
+
+if "keras" in sys.modules:
+    register_layers()
