@@ -16,7 +16,7 @@ export KERAS_BACKEND ?= tensorflow
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast lab check release autograde feedback grades clean
+.PHONY: help env book test test-fast lab check release autograde feedback grades bench clean
 
 help:
 	@echo "make book       set up .venv and build the site into _build/html"
@@ -28,6 +28,7 @@ help:
 	@echo "make autograde PS=ps01 SUBMISSIONS=dir|zip   import and grade a class"
 	@echo "make feedback PS=ps01          HTML feedback (hidden tests removed)"
 	@echo "make grades                    export grades to _grading/grades.csv"
+	@echo "make bench     BN speed and memory benchmarks (ratios; writes benchmarks/results.json)"
 
 env: $(STAMP)
 
@@ -45,7 +46,7 @@ book: $(STAMP)
 	@echo "Open the book: file://$(CURDIR)/_build/html/index.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider -ra
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -p no:cacheprovider -ra
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -p no:cacheprovider
@@ -67,6 +68,9 @@ feedback: $(STAMP)
 
 grades: $(STAMP)
 	$(BIN)/python -m instructor grades
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_bn.py
 
 clean:
 	rm -rf _build .pytest_cache
