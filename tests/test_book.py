@@ -21,7 +21,8 @@ JUPYTER_BOOK = pathlib.Path(sys.executable).with_name("jupyter-book")
 # What the book is built from: the configuration, the pages, and the files the pages include
 # (``literalinclude`` from course_lib/). A page that reads another part of the repository needs
 # it added here; the build then fails in this test first, not in CI.
-BOOK_SOURCES = ["_config.yml", "_toc.yml", "intro.md", "references.bib", "chapters", "course_lib"]
+BOOK_SOURCES = ["_config.yml", "_toc.yml", "intro.md", "references.bib", "chapters", "course_lib",
+                "_ext"]
 IGNORE_PATTERNS = shutil.ignore_patterns(
     "_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__", "*.egg-info"
 )
@@ -37,6 +38,14 @@ def _ignore(folder, names):
 CHAPTERS = {
     "01_internal_covariate_shift": {"figures": 2},
     "02_the_batchnorm_transform": {"figures": 0},
+    "03_batchnorm_in_keras_and_cnns": {"figures": 2},
+    "04_placement": {"figures": 1},
+    "05_training_vs_inference": {"figures": 2},
+    "06_why_it_helps": {"figures": 6},
+    "07_limits": {"figures": 3},
+    "08_alternatives": {"figures": 1},
+    "09_reproducing_figure_1": {"figures": 3},
+    "10_claims_ledger": {"figures": 0},
 }
 
 
@@ -112,6 +121,31 @@ def test_book_builds_warning_free_with_executed_chapters(tmp_path):
     match = re.search(r"largest relative error: ([0-9.e+-]+)", text)
     assert match, "the gradient check's relative error is not printed"
     assert float(match.group(1)) <= 1e-6
+
+    # BN in practice: the measured verdicts are printed, and the search term of the site's
+    # browser test is on the training-vs-inference page.
+    outputs, _ = _outputs(_page(built_book, "04_placement"))
+    assert re.search(r"verdict: .+", "\n".join(outputs)), "the placement verdict is not printed"
+    outputs, soup = _outputs(_page(built_book, "05_training_vs_inference"))
+    assert "running mean" in soup.get_text()
+    assert "after recalibration" in "\n".join(outputs)
+    outputs, soup = _outputs(_page(built_book, "09_reproducing_figure_1"))
+    text = "\n".join(outputs)
+    assert re.search(r"\d+ steps = \d+% of the paper's 50000", text), "the fraction is not printed"
+    assert "baseline's final accuracy" in text
+    assert (built_book / "chapters" / "notation.html").exists()
+
+    # Evidence: each chapter prints its summary of verdicts, and every row of the claims ledger
+    # shows a verdict pasted (cross-page glue) from the chapter that measured it.
+    verdicts = ("holds", "holds with caveats", "does not hold")
+    for name in ("06_why_it_helps", "07_limits", "08_alternatives"):
+        _, soup = _outputs(_page(built_book, name))
+        summary = [row.select("td")[-1].get_text(strip=True)
+                   for row in soup.select("div.cell_output table tbody tr")]
+        assert summary and all(v in verdicts for v in summary), (name, summary)
+    _, soup = _outputs(_page(built_book, "10_claims_ledger"))
+    ledger = [row.select("td")[-1].get_text(strip=True) for row in soup.select("table tbody tr")]
+    assert len(ledger) == 13 and all(v in verdicts for v in ledger), ledger
 
     bibliography = (built_book / "chapters" / "bibliography.html").read_text(encoding="utf-8")
     for title in ["Batch normalization: accelerating", "How does batch normalization help",
