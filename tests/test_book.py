@@ -22,7 +22,7 @@ JUPYTER_BOOK = pathlib.Path(sys.executable).with_name("jupyter-book")
 # (``literalinclude`` from course_lib/). A page that reads another part of the repository needs
 # it added here; the build then fails in this test first, not in CI.
 BOOK_SOURCES = ["_config.yml", "_toc.yml", "intro.md", "references.bib", "chapters", "course_lib",
-                "_ext"]
+                "_ext", "benchmarks"]
 IGNORE_PATTERNS = shutil.ignore_patterns(
     "_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__", "*.egg-info"
 )
@@ -46,6 +46,7 @@ CHAPTERS = {
     "08_alternatives": {"figures": 1},
     "09_reproducing_figure_1": {"figures": 3},
     "10_claims_ledger": {"figures": 0},
+    "appendix_benchmarks": {"figures": 0},
 }
 
 
