@@ -1,5 +1,6 @@
 """The instructor tools' fast parts: finding submissions, preparing a self-check, and the
-feedback preprocessor of nbgrader_config.py. (The nbgrader runs are in test_ps01_pipeline.py.)"""
+feedback preprocessor of nbgrader_config.py. (The nbgrader runs are in
+test_problem_sets.py.)"""
 
 import copy
 import runpy

@@ -9,14 +9,20 @@ A check is two steps, kept apart on purpose:
   shape, an exception, or the catalogued :class:`Mistake` whose outputs match the learner's.
 
 A record holds plain data only (a case index, the returned arrays, strings), so that a later
-version can run :func:`compare` in a separate, trusted process. Nothing here prints to stderr:
-in nbgrader a grade cell that writes to stderr scores zero.
+version can run :func:`compare` in a separate, trusted process. When the learner writes
+something other than a function of arrays (a Keras layer class, a function of a model), the
+spec's ``driver`` builds what a case needs from its plain arguments, runs the learner's code
+and returns arrays, so the record stays plain data; the reference runs the same driver on the
+oracle. Nothing here prints to stderr: in nbgrader a grade cell that writes to stderr scores
+zero.
 """
 
 import contextlib
 import io
 import itertools
 import os
+import re
+import sys
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -24,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Case", "Output", "Mistake", "Spec", "record", "compare", "fail", "tolerance"]
+__all__ = ["Case", "Output", "Mistake", "Spec", "Problem", "record", "compare", "fail",
+           "tolerance", "close", "show"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _NUMPY = os.path.dirname(os.path.abspath(np.__file__))
@@ -37,6 +44,12 @@ _TOLERANCE = {np.dtype(np.float32): (1e-3, 1e-4), np.dtype(np.float64): (1e-6, 1
 _MATCH_TOLERANCE = {np.dtype(np.float32): (2e-3, 2e-4), np.dtype(np.float64): (1e-5, 1e-7)}
 
 
+class Problem(Exception):
+    """Raised by a driver for what the learner's code did wrong outside an exception of its own
+    (``call`` returned None, ``build`` created no ``self.gamma``): the message is shown as is,
+    after the name of the learner's function or class."""
+
+
 @dataclass(frozen=True)
 class Case:
     """One set of fixed inputs: positional arguments in the order of the notebook's signature."""
@@ -46,6 +59,7 @@ class Case:
     args: tuple  # argument values
     dtype: np.dtype  # the precision the outputs are judged at
     features: int = 0  # C, the length of per-feature outputs (0: none)
+    tolerance: tuple = None  # (rtol, atol as a fraction of the largest |expected|): overrides dtype's
 
     def arguments(self):
         """Fresh copies of the arguments, so a function that writes into them changes nothing here."""
@@ -81,6 +95,16 @@ class Spec:
     cases: Callable  # cases(hidden: bool) -> list of Case
     mistakes: tuple = ()
     hints: tuple = ()  # (output name, hint when no catalogued mistake matches)
+    oracle: str = "course_lib.reference"  # where the expected values come from, for the message
+    # What record calls: ``driver(fn, *case.args)`` instead of ``fn(*case.args)``. A driver turns
+    # what the learner wrote (a Keras layer class, a function taking a model) into plain data:
+    # it builds the objects a case needs from the case's plain arguments and returns arrays.
+    driver: Callable = None
+    # exception_hint(case, error) -> extra text for an exception's message, or None for the
+    # default hint (per-feature broadcasting along `axis`).
+    exception_hint: Callable = None
+    verb: str = "returned"  # "`fn` returned the wrong `y`"; a layer's state is "gave" instead
+    features: str = "C = x.shape[axis]"  # what the length of a per-feature output is
 
     @property
     def returns(self):
@@ -105,13 +129,14 @@ def _call(spec, fn, index, case, hidden):
                         "not a function", "where": ""}
         return rec
     args = case.arguments()
+    call = fn if spec.driver is None else (lambda *a: spec.driver(fn, *a))
     # Warnings (a division by zero, say) would go to stderr, and any stderr output zeroes an
     # nbgrader grade cell; the outputs are judged instead.
     with warnings.catch_warnings(), np.errstate(all="ignore"), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            rec["returned"] = fn(*args)
+            rec["returned"] = call(*args)
         except Exception as exc:  # noqa: BLE001 - whatever the learner's code raises is reported
             rec["error"] = _describe_exception(exc)
     rec["mutated"] = [name for name, before, after in zip(case.names, case.args, args)
@@ -120,16 +145,43 @@ def _call(spec, fn, index, case, hidden):
     return rec
 
 
+def _library_paths():
+    """Folders whose frames are not the learner's code: the checks, NumPy, Keras, TensorFlow."""
+    paths = [_HERE, _NUMPY]
+    for name in ("keras", "tensorflow", "tf_keras", "jax", "torch", "optree", "absl"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            paths.append(os.path.dirname(os.path.abspath(module.__file__)))
+    return tuple(paths)
+
+
 def _describe_exception(exc):
     """Type, message, and the last line of the learner's own code in the traceback."""
     where = ""
+    libraries = _library_paths()
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         path = os.path.abspath(frame.filename)
-        if not (path.startswith(_HERE) or path.startswith(_NUMPY)):
+        if not path.startswith(libraries):
             code = (frame.line or "").strip()
             where = f"line {frame.lineno}" + (f": `{code}`" if code else "")
             break
-    return {"type": type(exc).__name__, "message": str(exc), "where": where}
+    return {"type": type(exc).__name__, "message": _unwrap(str(exc)), "where": where}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _unwrap(message):
+    """The learner's own message, out of the wrapping Keras puts around an error in call():
+    "Exception encountered when calling X.call().\n\n<message>\n\nArguments received by ..."
+    (and without its terminal colour codes)."""
+    message = _ANSI.sub("", message)
+    head = "Exception encountered when calling"
+    if message.startswith(head) and "\n\n" in message:
+        inner = message.split("\n\n", 1)[1]
+        inner = inner.split("\n\nArguments received by", 1)[0]
+        return inner.strip()
+    return message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,17 +262,17 @@ def _judge(spec, case, rec):
             arr, problem = _fit_shape(arr, expected[i], out, case)
         if problem:
             diagnosis = _diagnose(spec, case, received, expected, i)
-            return (f"{fn} returned `{out.name}` {problem} on {where}.\n"
-                    f"  expected shape: {expected[i].shape}{_shape_note(out, case)}\n"
+            return (f"{fn} {spec.verb} `{out.name}` {problem} on {where}.\n"
+                    f"  expected shape: {expected[i].shape}{_shape_note(out, case, spec)}\n"
                     + (diagnosis or _generic_hint(spec, out)))
         arrays[i] = arr
 
     for i in spec.order:
         out, arr, exp = spec.outputs[i], arrays[i], expected[i]
-        if _close(arr, exp, case.dtype):
+        if _close(arr, exp, case.dtype, tol=case.tolerance):
             continue
-        lines = [f"{fn} returned the wrong `{out.name}` on {where}.",
-                 f"  expected: {_show(exp)}  (shape {exp.shape}, from course_lib.reference)",
+        lines = [f"{fn} {spec.verb} the wrong `{out.name}` on {where}.",
+                 f"  expected: {_show(exp)}  (shape {exp.shape}, from {spec.oracle})",
                  f"  received: {_show(arr)}  (shape {arr.shape}, dtype {arr.dtype})"]
         finite = np.isfinite(arr)
         if not finite.all() and np.isfinite(exp).all():
@@ -232,7 +284,7 @@ def _judge(spec, case, rec):
         at = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
         lines.append(f"  largest difference: {float(diff.max()):.4g} at index {tuple(int(j) for j in at)}")
         if (np.dtype(case.dtype) == np.float64 and arr.dtype.itemsize < 8
-                and _close(arr, exp, np.float32)):
+                and case.tolerance is None and _close(arr, exp, np.float32)):
             lines.append(f"Most likely mistake (lost precision): `{out.name}` is {arr.dtype} for "
                          "float64 inputs. Keep the input's dtype: do not convert to float32.")
             return "\n".join(lines)
@@ -246,11 +298,17 @@ def _exception_message(spec, case, rec, where):
     if err["type"] == "NotImplementedError" and not err["message"]:
         return (f"`{spec.function}` is not implemented yet: replace `raise NotImplementedError()` "
                 "with your code.")
+    if err["type"] == Problem.__name__:
+        return f"`{spec.function}` {err['message']}\n  on {where}"
     text = f"`{spec.function}` raised {err['type']}: {err['message']}\n  on {where}"
     if err["where"]:
         text += f"\n  in your code at {err['where']}"
     message = err["message"]
     args = dict(zip(case.names, case.args))
+    if spec.exception_hint is not None:
+        hint = spec.exception_hint(case, err)
+        if hint is not None:
+            return text + (f"\n{hint}" if hint else "")
     if ("broadcast" in message or "shape" in message) and "axis" in args:
         axis, ndim = args["axis"], np.ndim(case.args[0 if case.names[0] == "x" else 1])
         if axis % ndim != ndim - 1:
@@ -314,28 +372,43 @@ def _fit_shape(arr, expected, out, case):
     return None, f"with shape {arr.shape}"
 
 
-def _shape_note(out, case):
+def _shape_note(out, case, spec=None):
     if out.per_feature:
-        return f" -- one value per feature (C = x.shape[axis] = {case.features})"
+        features = spec.features if spec is not None else "C = x.shape[axis]"
+        count = f" = {case.features}" if case.features else ""
+        return f" -- one value per feature ({features}{count})"
     return ""
 
 
-def _close(received, expected, dtype, match=False):
+def _close(received, expected, dtype, match=False, tol=None):
     received = np.asarray(received, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
     if received.shape != expected.shape:
         return False
-    rtol, atol = tolerance(dtype, match)
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    rtol, atol = tolerance(dtype, match) if tol is None else \
+        ((2 * tol[0], 2 * tol[1]) if match else tol)
+    finite = np.abs(expected[np.isfinite(expected)])  # an inf would make the tolerance inf
+    scale = float(np.max(finite)) if finite.size else 0.0
     return bool(np.allclose(received, expected, rtol=rtol, atol=atol * max(scale, 1.0)))
 
 
-def _same(received, candidate, dtype):
+def _same(received, candidate, dtype, tol=None):
     """Does a returned value equal a mistake's output? Squeezed, so keepdims shapes match too."""
     try:
         received = np.squeeze(np.asarray(received, dtype=np.float64))
     except Exception:  # noqa: BLE001 - not numeric: matches nothing
         return False
-    return _close(received, np.squeeze(candidate), dtype, match=True)
+    return _close(received, np.squeeze(candidate), dtype, match=True, tol=tol)
+
+
+def close(received, expected, dtype=np.float32, tol=None):
+    """Public form of the comparison the checks use (float64, tolerance scaled by |expected|)."""
+    return _close(received, expected, dtype, tol=tol)
+
+
+def show(a, n=5):
+    """An array, shortened for a message: its first ``n`` values."""
+    return _show(a, n)
 
 
 def _diagnose(spec, case, received, expected, first_wrong):
@@ -348,9 +421,9 @@ def _diagnose(spec, case, received, expected, first_wrong):
                 candidate = tuple(np.asarray(c, dtype=np.float64) for c in mistake.outputs(*case.args))
         except Exception:  # noqa: BLE001 - this mistake cannot happen on this input (it would raise)
             continue
-        if all(_same(c, e, case.dtype) for c, e in zip(candidate, expected)):
+        if all(_same(c, e, case.dtype, case.tolerance) for c, e in zip(candidate, expected)):
             continue  # indistinguishable from the right answer on this case
-        matches = [_same(r, c, case.dtype) for r, c in zip(received, candidate)]
+        matches = [_same(r, c, case.dtype, case.tolerance) for r, c in zip(received, candidate)]
         if all(matches):
             full = mistake
             break
@@ -364,7 +437,8 @@ def _diagnose(spec, case, received, expected, first_wrong):
                 "problem.)")
     if len(received) > 1:
         for perm in _permutations(len(received)):
-            if all(_same(received[p], e, case.dtype) for p, e in zip(perm, expected)):
+            if all(_same(received[p], e, case.dtype, case.tolerance)
+                   for p, e in zip(perm, expected)):
                 return ("Most likely mistake (wrong order): your values are right but returned in "
                         f"the wrong order; {spec.returns}.")
     return ""
