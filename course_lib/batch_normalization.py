@@ -8,12 +8,9 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from course_lib._common import check_bool as _check_bool
+
 _CLIPPING_KEYS = ("rmax", "rmin", "dmax")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
 
 
 def _check_clipping(clipping):
