@@ -56,6 +56,46 @@ def _sum_over_replicas(value):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
+def _normalize_train(x, gamma, beta, axes, shape, epsilon):
+    """Training-mode BN, ``(y, mean, var)``, with the backward pass written out by hand.
+
+    Autodiff of the forward pass builds a graph of a dozen small ops; the closed form of the
+    backward pass (chapter 2) needs two reductions::
+
+        dbeta = sum(dy),  dgamma = sum(dy * xhat)
+        dx = gamma / sqrt(var + eps) * (dy - dbeta / m - xhat * dgamma / m)
+
+    ``mean`` and ``var`` are returned for the moving averages only; they carry no gradient.
+    """
+
+    @ops.custom_gradient
+    def transform(x, gamma, beta):
+        count = ops.cast(ops.size(x) // ops.size(gamma), x.dtype)
+        mean = ops.sum(x, axis=axes, keepdims=True) / count
+        centred = x - mean
+        var = ops.sum(ops.square(centred), axis=axes, keepdims=True) / count
+        inv = ops.rsqrt(var + epsilon)
+        scale = inv * ops.reshape(gamma, shape)
+        y = centred * scale + ops.reshape(beta, shape)
+
+        def grad(*upstream):
+            # TensorFlow passes one upstream gradient per output, JAX one tuple of them.
+            if len(upstream) == 1 and isinstance(upstream[0], (tuple, list)):
+                upstream = upstream[0]
+            dy = upstream[0]
+            xhat = centred * inv
+            dbeta = ops.sum(dy, axis=axes)
+            dgamma = ops.sum(dy * xhat, axis=axes)
+            dx = scale * (dy - (ops.reshape(dbeta, shape) + xhat * ops.reshape(dgamma, shape))
+                          / count)
+            return dx, dgamma, dbeta
+
+        return (y, ops.reshape(mean, (-1,)), ops.reshape(var, (-1,))), grad
+
+    y, mean, var = transform(x, gamma, beta)
+    return y, ops.stop_gradient(mean), ops.stop_gradient(var)
+
+
 @keras.saving.register_keras_serializable(package="course_lib")
 class BatchNormalization(keras.layers.Layer):
     """Normalize each feature with mini-batch statistics while training (Ioffe & Szegedy, 2015).
@@ -327,18 +367,23 @@ class BatchNormalization(keras.layers.Layer):
         x = ops.cast(inputs, compute_dtype)
         r = d = None
 
+        if training and self.trainable and mask is None and not (self.renorm or self.synchronized):
+            # The common case, with the hand-written backward pass (same values as below).
+            channels = x.shape[self._axis]
+            gamma = ops.cast(self.gamma, compute_dtype) if self.scale else ops.ones(channels, compute_dtype)
+            beta = ops.cast(self.beta, compute_dtype) if self.center else ops.zeros(channels, compute_dtype)
+            shape = [1] * ndim
+            shape[self._axis] = -1
+            outputs, mean, var = _normalize_train(x, gamma, beta, self._reduction_axes, shape, self.epsilon)
+            self._update_moving(mean, var, compute_dtype)
+            return ops.cast(outputs, self.compute_dtype)
+
         if training and self.trainable:
             mean, var = self._moments(x, mask)
             if self.renorm:
                 r, d = self._renorm_correction(mean, var)
             else:
-                m = self.momentum
-                self.moving_mean.assign(
-                    ops.cast(self.moving_mean, compute_dtype) * m + mean * (1.0 - m)
-                )
-                self.moving_variance.assign(
-                    ops.cast(self.moving_variance, compute_dtype) * m + var * (1.0 - m)
-                )
+                self._update_moving(mean, var, compute_dtype)
         else:
             mean = ops.cast(self.moving_mean, compute_dtype)
             var = ops.cast(self.moving_variance, compute_dtype)
@@ -355,6 +400,11 @@ class BatchNormalization(keras.layers.Layer):
             offset = offset + ops.cast(self.beta, compute_dtype)
         outputs = x * self._broadcast(inv, ndim) + self._broadcast(offset, ndim)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _update_moving(self, mean, var, dtype):
+        m = self.momentum
+        self.moving_mean.assign(ops.cast(self.moving_mean, dtype) * m + mean * (1.0 - m))
+        self.moving_variance.assign(ops.cast(self.moving_variance, dtype) * m + var * (1.0 - m))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,43 @@
+"""The layer tests again, on the JAX backend (``KERAS_BACKEND=jax``), in one subprocess.
+
+Keras picks its backend once per process, so the layer test modules are re-run by a child
+pytest with ``KERAS_BACKEND=jax``; this file is one test in ``make test`` and runs alongside
+the others. ``make test-jax`` runs the same child directly. Tests that need TensorFlow itself
+(``tf.distribute``, the Keras test suites) skip themselves there and are listed by -rs.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAYER_TESTS = [
+    "tests/test_batch_normalization.py",
+    "tests/test_batch_renormalization.py",
+    "tests/test_layer_normalization.py",
+    "tests/test_group_normalization.py",
+    "tests/test_instance_normalization.py",
+    "tests/test_weight_normalization.py",
+    "tests/test_weight_standardization.py",
+    "tests/test_fixup.py",
+    "tests/test_recalibration.py",
+    "tests/test_folding.py",
+]
+
+
+@pytest.mark.slow
+def test_layer_tests_pass_on_the_jax_backend():
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "-rs", *LAYER_TESTS],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    print(f"JAX backend: {summary}")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert re.search(r"\d+ passed", summary) and "failed" not in summary, summary
