@@ -1,0 +1,178 @@
+"""A stand-in for Colab: every chapter and problem-set solution runs in a fresh Python.
+
+Colab gives a student a Python with TensorFlow, Keras, matplotlib and IPython, and nothing of
+this course. The stand-in is a virtual environment with only ``tensorflow-cpu``, ``ipykernel``
+and ``matplotlib`` installed (the versions of requirements.lock). Before each notebook,
+course_lib is uninstalled from it; the notebook is executed with nbclient in a kernel of that
+environment, with ``COURSE_LIB_WHEEL`` pointing at a wheel built from this checkout, so that
+the notebook's OWN first cell (scripts/install_cell.py) installs course_lib, as on Colab. The
+kernel runs in an empty folder outside the repository with no PYTHONPATH, so nothing is
+imported from the checkout; a cell appended to each notebook reports where course_lib was
+imported from, and the test checks that the install replaced nothing (TensorFlow, Keras and
+NumPy keep their versions) and that the data came from the copy bundled in the wheel.
+
+The environment is kept in ``.venv-colab`` (git ignores it) and re-created when the pins
+change; a clean clone creates it in a few minutes (pip's cache makes that faster). Per-notebook
+times are printed and written to ``_build/artifacts/colab_standin_times.json``.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import venv
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-colab"
+ARTIFACTS = REPO / "_build" / "artifacts"
+COLAB_PACKAGES = ("tensorflow_cpu", "ipykernel", "matplotlib")  # what Colab has preinstalled
+KERNEL = "colab-standin"
+CELL_TIMEOUT = 900  # seconds; the chapters' longest cell takes about a minute
+MARKER = "COLAB-STANDIN "
+
+REPORT = f"""
+import importlib.metadata as _md, json as _json, sys as _sys
+import course_lib as _cl
+print({MARKER!r} + _json.dumps({{
+    "course_lib": _cl.__file__, "prefix": _sys.prefix,
+    "versions": {{p: _md.version(p) for p in ("tensorflow-cpu", "keras", "numpy")}},
+}}))
+"""
+
+
+def _pins():
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.lower().replace("-", "_") in COLAB_PACKAGES:
+            pins[name] = version
+    assert len(pins) == len(COLAB_PACKAGES), f"requirements.lock lacks one of {COLAB_PACKAGES}"
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def _notebooks():
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    excluded = set(config["sphinx"]["config"].get("colab_exclude", []))
+    chapters = [p for p in sorted((REPO / "chapters").glob("*.ipynb"))
+                if f"chapters/{p.stem}" not in excluded]
+    return chapters + sorted((REPO / "solutions").glob("*/*.ipynb"))
+
+
+def _pip(*args):
+    return subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", *args],
+                          check=True, capture_output=True, text=True, timeout=1800)
+
+
+def _stand_in():
+    """The stand-in environment: created once, re-created when the pins change."""
+    pins = _pins()
+    stamp = VENV / ".colab-pins"
+    if stamp.exists() and stamp.read_text() == "\n".join(pins):
+        return
+    shutil.rmtree(VENV, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    _pip("install", "--quiet", *pins)
+    stamp.write_text("\n".join(pins))
+
+
+def _freeze():
+    return _pip("freeze").stdout
+
+
+def _build_wheel(tmp):
+    """course_lib's wheel, built from a copy of the package (the checkout gets no build/)."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "course_lib", src / "course_lib",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "-w", str(tmp / "dist"), str(src)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    (wheel,) = (tmp / "dist").glob("course_lib-*.whl")
+    with zipfile.ZipFile(wheel) as zf:  # the notebooks load the digits bundled in the wheel
+        assert {"course_lib/data/mnist_5k.npz", "course_lib/data/MNIST_LICENSE.txt"} <= set(zf.namelist())
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    """(environment variables for the kernel, a scratch folder, {notebook: seconds})."""
+    tmp = tmp_path_factory.mktemp("colab")
+    start = time.perf_counter()
+    _stand_in()
+    print(f"\nColab stand-in environment ready in {time.perf_counter() - start:.1f} s")
+    wheel = _build_wheel(tmp)
+    # A kernel spec for the stand-in's Python, found through JUPYTER_PATH.
+    spec = tmp / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(VENV / "bin" / "python"), "-m", "ipykernel_launcher", "-f",
+                 "{connection_file}"],
+        "display_name": "Colab stand-in", "language": "python",
+    }))
+    # The kernel inherits the test's environment with these changes (and no PYTHONPATH or
+    # VIRTUAL_ENV, see the test); matplotlib keeps ipykernel's inline backend, as on Colab.
+    env = {"JUPYTER_PATH": str(tmp / "jupyter"), "COURSE_LIB_WHEEL": str(wheel),
+           "PYTHONNOUSERSITE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    times = {}
+    yield env, tmp, times
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "colab_standin_times.json").write_text(json.dumps(times, indent=1) + "\n")
+    print("\nColab stand-in, seconds per notebook (install cell included):")
+    for name, seconds in times.items():
+        print(f"  {name:45s} {seconds:7.1f}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs_on_colab_stand_in(path, colab, monkeypatch):
+    from nbclient import NotebookClient
+
+    env, tmp, times = colab
+    subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "uninstall", "--yes", "--quiet",
+                    "course_lib"], capture_output=True, timeout=300)
+    before = _freeze()
+    assert "course_lib" not in before.lower().replace("-", "_")
+
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert "install-course-lib" in first.metadata.get("tags", []), (
+        f"{path.name}: the first cell is not the install cell; run scripts/install_cell.py")
+    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
+    workdir = tmp / "work" / path.stem  # outside the repository: nothing imports from it
+    workdir.mkdir(parents=True)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "MPLBACKEND"):
+        monkeypatch.delenv(name, raising=False)
+
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT, allow_errors=False,
+                            resources={"metadata": {"path": str(workdir)}})
+    start = time.perf_counter()
+    client.execute(cwd=str(workdir))
+    times[str(path.relative_to(REPO))] = round(time.perf_counter() - start, 1)
+
+    report = [line for out in nb.cells[-1].outputs if out.output_type == "stream"
+              for line in out.text.splitlines() if line.startswith(MARKER)]
+    assert report, f"{path.name}: no report from the last cell"
+    report = json.loads(report[0][len(MARKER):])
+    site = Path(report["course_lib"]).resolve()
+    assert site.is_relative_to(VENV.resolve()) and "site-packages" in site.parts, (
+        f"{path.name}: course_lib was imported from {site}, not from the stand-in's site-packages")
+    after = _freeze()
+    assert "course_lib" in after.lower().replace("-", "_"), "the install cell installed nothing"
+    for package in ("tensorflow", "keras", "numpy"):
+        old = [line for line in before.splitlines() if line.lower().startswith(package + "==")
+               or line.lower().startswith(package + "-cpu==")]
+        new = [line for line in after.splitlines() if line.lower().startswith(package + "==")
+               or line.lower().startswith(package + "-cpu==")]
+        assert old == new, f"{path.name}: the install cell changed {package}: {old} -> {new}"
