@@ -3,11 +3,14 @@
     solutions/<ps>/<ps>.ipynb       the ONE source per problem set (solutions, hidden tests)
     exercises/<ps>/<ps>.ipynb       the student version: `make release PS=<ps>` generates it
     _grading/                       grading state, never committed (.gitignore):
-        gradebook.db, submitted/<student>/<ps>/, autograded/..., feedback/..., grades.csv
+        gradebook.db, submitted/<student>/<ps>/, autograded/..., feedback/..., grades.csv,
+        cache/ (the course grader's reference runs and what it graded, for resuming)
 
 Drive it through `python -m instructor ...` (or the Makefile targets), which run nbgrader from
-this folder with TensorFlow's log lines switched off: in nbgrader a grade cell that writes to
-stderr scores zero.
+this folder with TensorFlow's log lines switched off (in stock nbgrader a grade cell that
+writes to stderr scores zero). `instructor autograde` does not run `nbgrader autograde`: it
+runs each notebook in a sandbox and judges in its own process (instructor/grader.py), then
+writes this gradebook and the autograded notebooks that `nbgrader generate_feedback` reads.
 """
 
 import os
@@ -30,9 +33,13 @@ c.CourseDirectory.submitted_directory = "_grading/submitted"
 c.CourseDirectory.autograded_directory = "_grading/autograded"
 c.CourseDirectory.feedback_directory = "_grading/feedback"
 c.CourseDirectory.solution_directory = "_grading/solution"
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(GRADING, "gradebook.db")
+# One SQLite file by default. Several graders or machines share one PostgreSQL gradebook instead:
+# NBGRADER_DB_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DBNAME (see the README, "Grading").
+c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL") or \
+    "sqlite:///" + os.path.join(GRADING, "gradebook.db")
 
-# Problem sets are NumPy only and run in seconds; the limit catches an endless loop.
+# Seconds per cell (also the course grader's default per-cell limit: python -m instructor
+# autograde --timeout); the limit catches an endless loop.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 

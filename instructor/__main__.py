@@ -16,8 +16,18 @@ def main(argv=None):
     p.add_argument("ps")
     p = sub.add_parser("autograde", help="import a class's submissions and grade them")
     p.add_argument("ps")
-    p.add_argument("--submissions", required=True,
-                   help="a folder of <student>.ipynb or <student>/<PS>.ipynb, or a .zip of one")
+    p.add_argument("--submissions",
+                   help="a folder of <student>.ipynb or <student>/<PS>.ipynb, or a .zip of one "
+                   "(without it: regrade what _grading/submitted holds)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="notebooks graded at once (default: the number of cores)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions that are unchanged since they were last graded")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per cell (default: Execute.timeout of nbgrader_config.py)")
+    p.add_argument("--notebook-timeout", type=float, default=600.0,
+                   help="seconds per notebook, after which it is killed (default 600)")
+    p.add_argument("--memory", type=int, default=4096, help="MB of memory per notebook")
     p = sub.add_parser("feedback", help="HTML feedback under _grading/feedback")
     p.add_argument("ps")
     sub.add_parser("grades", help="export all grades to _grading/grades.csv")
@@ -31,7 +41,12 @@ def main(argv=None):
         if args.command == "release":
             return commands.release(course, args.ps) or 0
         if args.command == "autograde":
-            return commands.autograde(course, args.ps, args.submissions)
+            from instructor.sandbox import Limits
+
+            limits = Limits(cell_timeout=args.timeout or course.config.Execute.get("timeout", 120),
+                            notebook_timeout=args.notebook_timeout, memory_mb=args.memory)
+            return commands.autograde(course, args.ps, args.submissions, workers=args.workers,
+                                      limits=limits, force=args.force)
         if args.command == "feedback":
             return commands.feedback(course, args.ps) or 0
         if args.command == "grades":

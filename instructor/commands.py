@@ -1,11 +1,13 @@
-"""release, autograde, feedback and grades: each one nbgrader call, each safe to re-run."""
+"""release, autograde, feedback and grades, each safe to re-run. release, feedback and grades
+are one nbgrader call each; autograde is the course's sandboxed grader (instructor/grader.py)
+writing nbgrader's gradebook."""
 
 import os
 import time
 from collections import OrderedDict
 
 from instructor.course import CourseError
-from instructor.submissions import Collected, import_into, readable
+from instructor.submissions import Collected, import_into
 
 
 def release(course, ps):
@@ -24,52 +26,67 @@ def release(course, ps):
           f"({points:g} points; recorded in the gradebook)")
 
 
-def autograde(course, ps, submissions_path):
-    """Import a class's submissions and grade them all with ONE `nbgrader autograde` call.
+def autograde(course, ps, submissions_path, workers=None, limits=None, force=False):
+    """Import a class's submissions and grade every submission of PS in _grading/submitted.
 
-    Every submission in _grading/submitted is (re)graded, so importing a few late ones keeps
-    the others. Returns 1 if something needs the instructor's attention, else 0.
+    Each notebook runs in a sandbox (``instructor.sandbox``), ``workers`` at a time; this
+    process judges what the checks recorded and writes the gradebook (``instructor.grader``).
+    Submissions graded before and unchanged since are skipped unless ``force``. Returns 1 if
+    something needs the instructor's attention, else 0.
     """
+    from instructor import grader
+
     if not course.has_assignment(ps):
         # _grading/ is never committed: a fresh clone has no gradebook yet.
         print(f"{ps} is not in the gradebook yet: releasing it first.")
         release(course, ps)
-    with Collected(submissions_path, ps) as found:
-        problems = list(found.problems)
-        good = []
-        for sub in found.submissions:
-            why = readable(sub.notebook)
-            if why:
-                problems.append(f"{sub.notebook}: not a readable notebook ({why}); skipped")
-                continue
-            good.append(sub)
-            if sub.note:
-                print(f"  {sub.student}: {sub.note}")
-        if not good:
-            raise CourseError(f"no submissions of {ps} found in {submissions_path}"
-                              + "".join(f"\n  {p}" for p in problems))
-        import_into(course, ps, good)
-    print(f"imported {len(good)} submission(s) into {course.coursedir.submitted_directory}/")
+    problems = []
+    if submissions_path is not None:
+        with Collected(submissions_path, ps) as found:
+            problems += list(found.problems)
+            if not found.submissions:
+                raise CourseError(f"no submissions of {ps} found in {submissions_path}"
+                                  + "".join(f"\n  {p}" for p in problems))
+            for sub in found.submissions:
+                if sub.note:
+                    print(f"  {sub.student}: {sub.note}")
+            import_into(course, ps, found.submissions)
+            imported = {s.student for s in found.submissions}
+        print(f"imported {len(imported)} submission(s) into "
+              f"{course.coursedir.submitted_directory}/")
+    else:
+        imported = set()
 
-    graded = _submitted_students(course, ps)
+    students = {s: (course.submitted(s, ps) if os.path.exists(course.submitted(s, ps)) else None)
+                for s in _submitted_students(course, ps)}
+    if not students:
+        raise CourseError(f"no submissions of {ps} to grade")
     start = time.perf_counter()
-    try:
-        course.nbgrader("autograde", ps, "--force")
-    except CourseError as exc:  # e.g. one kernel died: the others are graded; show the table
-        problems.append(str(exc))
+    results, warnings = grader.grade_class(course, ps, students, workers=workers,
+                                           limits=limits, force=force)
     seconds = time.perf_counter() - start
-    print(f"autograded {len(graded)} submission(s) in {seconds:.1f} s "
-          f"({seconds / len(graded):.1f} s per submission)\n")
-    print(score_table(course, ps, highlight={s.student for s in good}))
-    for problem in problems:
+    ran = [r for r in results if not r.skipped]
+    print(f"autograded {len(results)} submission(s) in {seconds:.1f} s: {len(ran)} run now"
+          + (f" ({seconds / len(ran):.1f} s per submission, {workers or os.cpu_count()} at a time)"
+             if ran else "")
+          + (f", {len(results) - len(ran)} unchanged since the last run (--force regrades them)"
+             if len(ran) < len(results) else "") + "\n")
+    print(score_table(course, ps, highlight=imported))
+    noted = [(r.student, note) for r in results for note in r.notes]
+    if noted:
+        print("\nNotes on submissions (what was wrong, and what the grader did about it):")
+        for student, note in noted:
+            print(f"  {student}: {note}")
+    for problem in problems + warnings:
         print("WARNING:", problem)
-    return 1 if problems else 0
+    return 1 if problems or warnings else 0
 
 
 def _submitted_students(course, ps):
     base = os.path.join(course.root, course.coursedir.submitted_directory)
-    return sorted(s for s in os.listdir(base)
-                  if os.path.exists(os.path.join(base, s, ps, f"{ps}.ipynb")))
+    if not os.path.isdir(base):
+        return []
+    return sorted(s for s in os.listdir(base) if os.path.isdir(os.path.join(base, s, ps)))
 
 
 def scores(course, ps):

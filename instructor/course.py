@@ -53,6 +53,9 @@ class Course:
     def submitted(self, student, ps):
         return os.path.join(self.root, self.coursedir.submitted_directory, student, ps, f"{ps}.ipynb")
 
+    def autograded(self, student, ps):
+        return os.path.join(self.root, self.coursedir.autograded_directory, student, ps, f"{ps}.ipynb")
+
     def feedback(self, student, ps):
         return os.path.join(self.root, self.coursedir.feedback_directory, student, ps, f"{ps}.html")
 

@@ -26,7 +26,8 @@ _SKIP = {"__MACOSX", ".ipynb_checkpoints"}
 @dataclass(frozen=True)
 class Submission:
     student: str
-    notebook: str  # path of the student's notebook (in the original folder or the unpacked zip)
+    notebook: str  # path of the student's notebook (in the original folder or the unpacked zip);
+    # None for a student's folder that holds no notebook (graded 0)
     note: str = ""
 
 
@@ -64,6 +65,8 @@ def _find(folder, ps):
                     note=f"used {notebooks[0]} as {ps}.ipynb")
             elif notebooks:
                 problems.append(f"{path}: several notebooks and none is {ps}.ipynb: {notebooks}")
+            elif STUDENT_ID.match(name) and name not in found:
+                found[name] = Submission(name, None, note=f"no notebook in {name}/: graded 0")
     return found, problems
 
 
@@ -128,11 +131,13 @@ def readable(path):
 
 def import_into(course, ps, submissions):
     """Copy each notebook to _grading/submitted/<student>/<ps>/<ps>.ipynb (replacing an earlier
-    import of the same student) and add the students to the gradebook."""
+    import of the same student) and add the students to the gradebook. A student without a
+    notebook gets an empty folder (graded 0), unless an earlier import brought one."""
     for sub in submissions:
         dest = course.submitted(sub.student, ps)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copyfile(sub.notebook, dest)
+        if sub.notebook is not None:
+            shutil.copyfile(sub.notebook, dest)
     with course.gradebook() as gb:
         for sub in submissions:
             gb.update_or_create_student(sub.student)

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Case", "Output", "Mistake", "Spec", "Problem", "record", "compare", "fail",
+__all__ = ["Case", "Output", "Mistake", "Spec", "Problem", "record", "compare", "judge", "fail",
            "tolerance", "close", "show"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -211,6 +211,23 @@ def compare(spec, records):
                 if len(failures) > 1 else "")
         fail(failures[0] + more)
     return len(records)
+
+
+def judge(module, name, *args):
+    """``module.name(*args)``: the comparison step of a check, as a grade cell runs it.
+
+    In a grading run (record mode, see ``course_lib.checks._record``) the arguments -- the
+    records -- are saved for the grader, which calls the same function in its own trusted
+    process; nothing is judged here and the number of records is returned.
+    """
+    __tracebackhide__ = True  # noqa: F841
+    from course_lib.checks import _record
+
+    if _record.recording():
+        _record.save(module, name, args)
+        records = args[1] if name == "compare" and len(args) > 1 else None
+        return len(records) if isinstance(records, list) else 1
+    return getattr(sys.modules[module], name)(*args)
 
 
 def fail(message):

@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from course_lib.checks._core import Case, Mistake, Output, Problem, Spec, close, fail
+from course_lib.checks._core import Case, Mistake, Output, Problem, Spec, close, fail, judge
 from course_lib.checks._core import compare as _compare, record as _record
 
 __all__ = ["check_build", "check_training", "check_moving_statistics", "check_inference",
@@ -823,7 +823,7 @@ _DONE = {"build": "build()", "training": "call() in training mode",
 
 def _check(key, cls, hidden):
     __tracebackhide__ = True  # noqa: F841
-    n = compare(key, record(key, cls, hidden))
+    n = judge(__name__, "compare", key, record(key, cls, hidden))
     print(f"{getattr(cls, '__name__', cls)}, {_DONE[key]}: all {n} "
           f"{'hidden' if hidden else 'visible'} cases pass.")
 

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from course_lib.checks._core import Case, Mistake, Output, Spec, close, fail, show
+from course_lib.checks._core import Case, Mistake, Output, Spec, close, fail, show, judge
 from course_lib.checks._core import compare as _compare, record as _record
 
 __all__ = ["check_bias_gradient", "check_largest_trainable_lr", "check_answer", "record",
@@ -332,7 +332,7 @@ def compare(key, records):
 
 def _check(key, fn, hidden):
     __tracebackhide__ = True  # noqa: F841
-    n = compare(key, record(key, fn, hidden))
+    n = judge(__name__, "compare", key, record(key, fn, hidden))
     print(f"{SPECS[key].function}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
 
 
@@ -580,7 +580,7 @@ def _compare_losses(rec, hidden):
 def check_answer(question, answer, hidden=False):
     """Parts C and D: ``check_answer("lr_none", answer_lr_none)``; hidden checks recompute."""
     __tracebackhide__ = True  # noqa: F841
-    compare_answer(record_answer(question, answer), hidden)
+    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
     name = "losses" if question == "losses" else f"answer_{question}"
     print(f"{name}: " + ("agrees with the grader's own run of the experiment." if hidden else
                          "a valid answer (it is compared with the grader's own run of the "

@@ -27,7 +27,7 @@ whose output for example 0 changes.
 import numpy as np
 
 from course_lib import reference as ref
-from course_lib.checks._core import Case, Mistake, Output, Spec, fail
+from course_lib.checks._core import Case, Mistake, Output, Spec, fail, judge
 from course_lib.checks._core import compare as _compare, record as _record
 
 __all__ = ["check_layer_norm", "check_group_norm", "check_instance_norm",
@@ -438,7 +438,7 @@ def compare(key, records):
 
 def _check(key, fn, hidden):
     __tracebackhide__ = True  # noqa: F841
-    n = compare(key, record(key, fn, hidden))
+    n = judge(__name__, "compare", key, record(key, fn, hidden))
     print(f"{SPECS[key].function}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
 
 
@@ -539,6 +539,6 @@ def compare_depends(rec, hidden=False):
 def check_depends(answer, method, hidden=False):
     """Part D: ``check_depends(answer_depends, "group")``; the hidden check grades the value."""
     __tracebackhide__ = True  # noqa: F841
-    compare_depends(record_depends(answer, method), hidden)
+    judge(__name__, "compare_depends", record_depends(answer, method), hidden)
     print(f"answer_depends[{method!r}] = {answer[method]!r}: " +
           ("right." if hidden else "a valid answer (it is graded when you submit)."))

@@ -27,7 +27,7 @@ import numpy as np
 
 from course_lib import reference as ref
 from course_lib.checks import _choice
-from course_lib.checks._core import Case, Mistake, Output, Spec
+from course_lib.checks._core import Case, Mistake, Output, Spec, judge
 from course_lib.checks._core import compare as _compare, record as _record
 
 __all__ = [
@@ -330,7 +330,7 @@ def compare(key, records):
 
 def _check(key, fn, hidden):
     __tracebackhide__ = True  # noqa: F841
-    n = compare(key, record(key, fn, hidden))
+    n = judge(__name__, "compare", key, record(key, fn, hidden))
     print(f"{SPECS[key].function}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
 
 
@@ -432,4 +432,6 @@ def compare_answer(rec, hidden=False):
 def check_answer(question, answer, hidden=False):
     """Part A: ``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
     __tracebackhide__ = True  # noqa: F841
-    _choice.check_answer("ps05", QUESTIONS, question, answer, hidden)
+    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
+    print(f"answer_{question} = {answer!r}: " +
+          ("correct." if hidden else "a valid answer (it is graded when you submit)."))

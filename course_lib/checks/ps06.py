@@ -36,7 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import reference as ref
 from course_lib.checks import _choice
-from course_lib.checks._core import Case, Mistake, Output, Spec, fail
+from course_lib.checks._core import Case, Mistake, Output, Spec, fail, judge
 from course_lib.checks._core import _describe_exception, close as _close, show as _show
 from course_lib.checks._core import compare as _compare, record as _record
 
@@ -671,7 +671,7 @@ def compare(key, records):
 
 def _check(key, fn, hidden):
     __tracebackhide__ = True  # noqa: F841
-    n = compare(key, record(key, fn, hidden))
+    n = judge(__name__, "compare", key, record(key, fn, hidden))
     name = "build_finetune_model" if key == "finetune" else SPECS[key].function
     print(f"{name}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
 
@@ -736,4 +736,6 @@ def compare_answer(rec, hidden=False):
 def check_answer(question, answer, hidden=False):
     """``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
     __tracebackhide__ = True  # noqa: F841
-    _choice.check_answer("ps06", QUESTIONS, question, answer, hidden)
+    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
+    print(f"answer_{question} = {answer!r}: " +
+          ("correct." if hidden else "a valid answer (it is graded when you submit)."))
