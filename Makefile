@@ -16,18 +16,24 @@ export KERAS_BACKEND ?= tensorflow
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast lab check release autograde feedback grades bench clean
+.PHONY: help env browser book test test-fast lab check release autograde feedback grades bench bench-grading adversarial-report sandbox postgres test-postgres clean
 
 help:
 	@echo "make book       set up .venv and build the site into _build/html"
 	@echo "make test       set up .venv and run every test (book build and autograding included)"
 	@echo "make test-fast  the quick tests only (no book build, no nbgrader runs)"
+	@echo "make test-jax   the layer tests on the JAX backend (also part of make test)"
 	@echo "make lab        JupyterLab on the problem sets, with nbgrader's student extensions"
+	@echo "make browser    install Debian's Chromium and chromedriver for the browser test (root)"
 	@echo "make check PS=ps01 [NB=path]   self-check a problem set against its visible tests"
 	@echo "make release PS=ps01           regenerate exercises/ps01 from solutions/ps01"
 	@echo "make autograde PS=ps01 SUBMISSIONS=dir|zip   import and grade a class"
 	@echo "make feedback PS=ps01          HTML feedback (hidden tests removed)"
 	@echo "make grades                    export grades to _grading/grades.csv"
+	@echo "make sandbox    install bubblewrap, the grading sandbox (root; make autograde does it)"
+	@echo "make adversarial-report        grade the hostile/broken ps01 class; print case -> score -> message"
+	@echo "make test-postgres             the grader against a real PostgreSQL server it starts itself"
+	@echo "make bench-grading             stock nbgrader autograde vs ours, 20 x ps03 (ratio, peak memory)"
 	@echo "make bench     BN speed and memory benchmarks (ratios; writes benchmarks/results.json)"
 
 env: $(STAMP)
@@ -40,19 +46,51 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# Debian's Chromium and chromedriver, for the browser test of the site (tests/site_browser.py).
+# Installed when missing and make runs as root (CI does); otherwise the test is skipped and says
+# how to install them. No browser is ever downloaded by a test.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "note: Chromium is not installed, so the browser test will be skipped (sudo make browser)"; \
+	fi
+
+# bubblewrap, the sandbox student code runs in when a class is graded (instructor/sandbox.py).
+# Installed when missing and make runs as root (CI does); otherwise grading still works, after a
+# loud warning that student code is then NOT isolated from this user's files and the network.
+sandbox:
+	@if command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing bubblewrap (apt-get), the grading sandbox"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null)); \
+	else \
+	  echo "WARNING: bubblewrap is not installed: student code will not be sandboxed (sudo make sandbox)"; \
+	fi
+
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	@echo
 	@echo "Open the book: file://$(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) browser sandbox postgres
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -p no:cacheprovider -ra
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -p no:cacheprovider
 
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -p no:cacheprovider -rs \
+		$(shell $(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); import test_jax_backend as t; print(*t.LAYER_TESTS)")
+
+# lab/ holds the student set-up: nbgrader's student extensions (assignment list, validate), not
+# the instructor's formgrader and create-assignment toolbar.
 lab: $(STAMP)
-	$(BIN)/jupyter lab exercises/
+	JUPYTER_CONFIG_PATH=$(CURDIR)/lab$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) \
+	  $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) exercises/
 
 check: $(STAMP)
 	$(BIN)/python -m instructor check $(PS) $(if $(NB),--notebook $(NB))
@@ -60,8 +98,8 @@ check: $(STAMP)
 release: $(STAMP)
 	$(BIN)/python -m instructor release $(PS)
 
-autograde: $(STAMP)
-	$(BIN)/python -m instructor autograde $(PS) --submissions $(SUBMISSIONS)
+autograde: $(STAMP) sandbox
+	$(BIN)/python -m instructor autograde $(PS) --submissions $(SUBMISSIONS) $(if $(WORKERS),--workers $(WORKERS))
 
 feedback: $(STAMP)
 	$(BIN)/python -m instructor feedback $(PS)
@@ -71,6 +109,27 @@ grades: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_bn.py
+
+bench-grading: $(STAMP) sandbox
+	$(BIN)/python benchmarks/bench_grading.py
+
+adversarial-report: $(STAMP) sandbox
+	$(BIN)/python tests/test_grading_adversarial.py
+
+# Debian's PostgreSQL server, for tests/test_grading_postgres.py (it starts a throwaway server
+# of its own). Installed when missing and make runs as root; otherwise that test is skipped.
+postgres:
+	@if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing postgresql (apt-get), for the PostgreSQL gradebook test"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null)); \
+	else \
+	  echo "note: PostgreSQL is not installed, so the PostgreSQL gradebook test will be skipped"; \
+	fi
+
+test-postgres: $(STAMP) sandbox postgres
+	$(BIN)/python -m pytest -p no:cacheprovider -rs tests/test_grading_postgres.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -22,7 +22,7 @@ JUPYTER_BOOK = pathlib.Path(sys.executable).with_name("jupyter-book")
 # (``literalinclude`` from course_lib/). A page that reads another part of the repository needs
 # it added here; the build then fails in this test first, not in CI.
 BOOK_SOURCES = ["_config.yml", "_toc.yml", "intro.md", "references.bib", "chapters", "course_lib",
-                "_ext", "benchmarks"]
+                "_ext", "benchmarks", "exercises"]
 IGNORE_PATTERNS = shutil.ignore_patterns(
     "_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__", "*.egg-info"
 )
@@ -37,7 +37,7 @@ def _ignore(folder, names):
 
 CHAPTERS = {
     "01_internal_covariate_shift": {"figures": 2},
-    "02_the_batchnorm_transform": {"figures": 0},
+    "02_the_batchnorm_transform": {"figures": 1},
     "03_batchnorm_in_keras_and_cnns": {"figures": 2},
     "04_placement": {"figures": 1},
     "05_training_vs_inference": {"figures": 2},
@@ -45,7 +45,7 @@ CHAPTERS = {
     "07_limits": {"figures": 3},
     "08_alternatives": {"figures": 1},
     "09_reproducing_figure_1": {"figures": 3},
-    "10_claims_ledger": {"figures": 0},
+    "10_claims_ledger": {"figures": 1},
     "appendix_benchmarks": {"figures": 0},
 }
 
@@ -64,13 +64,16 @@ def build_book(tmp_path):
     start = time.perf_counter()
     result = subprocess.run(
         [str(JUPYTER_BOOK), "build", str(book), "-n", "-W", "--keep-going"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=1500,  # ~7 min alone; make test runs beside it
     )
     elapsed = time.perf_counter() - start
-    print(f"\njupyter-book build from clean: {elapsed:.1f} s")
-    for line in result.stdout.splitlines():
-        if "Executed notebook in" in line:
-            print("  " + line.rsplit("/", 1)[-1])
+    report = [f"jupyter-book build from clean: {elapsed:.1f} s"]
+    report += ["  " + line.rsplit("/", 1)[-1] for line in result.stdout.splitlines()
+               if "Executed notebook in" in line]
+    print("\n" + "\n".join(report))
+    artifacts = ROOT / "_build" / "artifacts"  # gitignored; kept after the test for the report
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "book_build_times.txt").write_text("\n".join(report) + "\n")
     assert result.returncode == 0, (
         f"jupyter-book build failed (exit {result.returncode}); warnings are errors (-W).\n"
         f"--- stdout (tail) ---\n{result.stdout[-6000:]}\n--- stderr (tail) ---\n{result.stderr[-6000:]}"
@@ -92,15 +95,24 @@ def _outputs(page):
     return [div.get_text() for div in soup.select("div.cell_output")], soup
 
 
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """The book, built once for the tests of this file (xdist --dist loadfile keeps them together)."""
+    return build_book(tmp_path_factory.mktemp("book"))
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("book")
-def test_book_builds_warning_free_with_executed_chapters(tmp_path):
-    built_book = build_book(tmp_path)
+def test_book_builds_warning_free_with_executed_chapters(built_book):
     assert (built_book / "index.html").exists()
     assert (built_book / "intro.html").exists()
+    # Every page's printed outputs, kept for comparing two clean builds (determinism).
+    printed = ROOT / "_build" / "artifacts" / "book_outputs"
+    printed.mkdir(parents=True, exist_ok=True)
     for name, expect in CHAPTERS.items():
         page = _page(built_book, name)
         outputs, soup = _outputs(page)
+        (printed / f"{name}.txt").write_text("\n".join(outputs), encoding="utf-8")
         assert outputs, f"{name}: no cell outputs; was the notebook executed?"
         images = soup.select("div.cell_output img")
         assert len(images) >= expect["figures"], f"{name}: {len(images)} figures in the outputs"
@@ -152,3 +164,55 @@ def test_book_builds_warning_free_with_executed_chapters(tmp_path):
     for title in ["Batch normalization: accelerating", "How does batch normalization help",
                   "Group normalization", "Layer normalization"]:
         assert title.lower() in bibliography.lower(), title
+
+
+@pytest.mark.slow
+def test_site_in_a_browser(built_book, tmp_path):
+    """Every page in Chromium, offline, at desktop and phone widths (see tests/site_browser.py)."""
+    import site_browser
+
+    if not site_browser.browser_available():
+        if os.environ.get("CI"):
+            pytest.fail(site_browser.MISSING_BROWSER)
+        pytest.skip(site_browser.MISSING_BROWSER)
+    report, problems = site_browser.check_site(built_book, ROOT, tmp_path, ROOT / "_build" / "artifacts")
+    print(f"\nbrowser: {report['pages_checked']} pages checked at 1280 and 390 px, "
+          f"{report['console_errors']} console errors; search 'running mean' -> "
+          f"{report['search_running_mean'][:3]}")
+    for name, shot in report["screenshots"].items():
+        print(f"  screenshot _build/artifacts/screenshots/{name}: {shot}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_colab_links_in_the_built_pages(built_book):
+    """Every runnable page links to Colab as _config.yml says, and no other page does.
+
+    The same check runs in the browser test; this one needs no browser.
+    """
+    from bs4 import BeautifulSoup
+
+    import site_browser
+
+    expected = site_browser.expected_colab_links(ROOT)
+    assert expected
+    for page in sorted(built_book.rglob("*.html")):
+        docname = page.relative_to(built_book).with_suffix("").as_posix()
+        if docname.split("/")[0] in ("_static", "_sources", "_images", "reports"):
+            continue
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        links = [a["href"] for a in soup.select('a[href*="colab.research.google.com"]')]
+        assert links == ([expected[docname]] if docname in expected else []), (docname, links)
+
+
+@pytest.mark.slow
+def test_problem_sets_are_in_the_site_as_released(built_book):
+    """Each problem set has a page, made from the student release and never executed."""
+    sets = sorted(p.name for p in (ROOT / "exercises").iterdir() if p.is_dir())
+    for ps in sets:
+        page = built_book / "exercises" / ps / f"{ps}.html"
+        assert page.exists(), f"{ps} is not in the site"
+        outputs, soup = _outputs(page.read_text(encoding="utf-8"))
+        assert not outputs, f"{ps} was executed by the build: {outputs[:1]}"
+        assert "YOUR CODE HERE" in soup.get_text(), f"{ps}: the page is not the student release"
+        assert "BEGIN SOLUTION" not in soup.get_text()
