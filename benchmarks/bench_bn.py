@@ -7,14 +7,16 @@ book's benchmark page is generated from that file, never typed by hand):
    and (64, 32, 32, 64): course_lib vs ``keras.layers.BatchNormalization`` vs
    ``tf.compat.v1.nn.fused_batch_norm``, each in a ``tf.function`` with and without
    ``jit_compile``. Goals: <= 1.0x Keras, <= 1.3x the fused kernel.
-2. Inference of a conv-BN-ReLU stack before and after ``fold_batchnorm``. Goal: >= 1.2x.
+2. Inference of two conv-BN-ReLU stacks (3x3 and 1x1 convolutions) before and after
+   ``fold_batchnorm``, with and without XLA. Goal: >= 1.2x.
 3. Memory of a training step of a small CNN with and without BN (JAX backend, in a
    subprocess, exact bytes rather than a noisy process-RSS reading): the peak XLA's compiled
    step needs (it fuses BN into its neighbours), and the activations saved between forward
    and backward when nothing is fused (what an eager framework keeps alive).
 
-Timing: each variant is warmed up (traced/compiled) first; then the median over ``--repeats``
-runs of ``--steps`` steps. Variants are interleaved round-robin so that machine noise hits all
+Timing: each variant is warmed up (traced/compiled) first; then ``--repeats`` rounds, each
+running every variant for ``--steps`` steps. Times are the best round's; ratios are the median
+over the rounds of the ratio within a round (paired, so that a slow spell hits both sides). Variants are interleaved round-robin so that machine noise hits all
 of them alike. Run on an otherwise idle machine.
 """
 
@@ -35,8 +37,11 @@ SHAPES = [(256, 512), (64, 32, 32, 64)]
 MOMENTUM, EPSILON = 0.99, 1e-3
 
 
-def _median_time(fns, steps, repeats):
-    """Median seconds per step for each of ``fns`` (dict name -> zero-arg callable)."""
+def _best_time(fns, steps, repeats):
+    """Seconds per step for each of ``fns`` (dict name -> zero-arg callable): the best of
+    ``repeats`` runs of ``steps`` steps, as ``timeit`` reports. Other processes on the machine
+    can only add time to a run, so the minimum is the least noisy estimate. Also returns every
+    run's time, for paired ratios."""
     samples = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -45,7 +50,14 @@ def _median_time(fns, steps, repeats):
                 out = fn()
             _block(out)
             samples[name].append((time.perf_counter() - start) / steps)
-    return {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+    return {name: min(s) for name, s in samples.items()}, samples
+
+
+def _paired_ratio(samples, a, b):
+    """Median over the repeats of ``a``'s time / ``b``'s time in the same round: the runs of a
+    round are adjacent in time, so a slow spell of the machine hits both."""
+    ratios = sorted(x / y for x, y in zip(samples[a], samples[b]))
+    return ratios[len(ratios) // 2]
 
 
 def _block(out):
@@ -113,13 +125,13 @@ def bench_training_step(steps, repeats):
             }
             for fn in fns.values():
                 _block(fn())  # trace and compile outside the timing
-            t = _median_time(fns, steps, repeats)
+            t, samples = _best_time(fns, steps, repeats)
             row = {
                 "shape": list(shape),
                 "jit_compile": jit,
                 "ms": {k: v * 1e3 for k, v in t.items()},
-                "vs_keras": t["course_lib"] / t["keras"],
-                "vs_fused": t["course_lib"] / t["fused"],
+                "vs_keras": _paired_ratio(samples, "course_lib", "keras"),
+                "vs_fused": _paired_ratio(samples, "course_lib", "fused"),
             }
             rows.append(row)
             print(
@@ -131,7 +143,15 @@ def bench_training_step(steps, repeats):
     return rows
 
 
-def _conv_bn_stack(blocks=6, channels=64, input_shape=(32, 32, 16)):
+# Two conv-BN-ReLU stacks: 3x3 convolutions (the convolution dominates the time) and 1x1
+# "pointwise" ones, as in MobileNet's blocks (BN's pass over the activations is a large share).
+FOLD_STACKS = [
+    {"kernel": 3, "channels": 64, "input": (32, 32, 16), "batch": 32},
+    {"kernel": 1, "channels": 64, "input": (56, 56, 64), "batch": 16},
+]
+
+
+def _conv_bn_stack(kernel, channels, input_shape, blocks=6):
     import keras
     import numpy as np
 
@@ -141,7 +161,7 @@ def _conv_bn_stack(blocks=6, channels=64, input_shape=(32, 32, 16)):
     inputs = keras.Input(input_shape)
     h = inputs
     for _ in range(blocks):
-        h = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(h)
+        h = keras.layers.Conv2D(channels, kernel, padding="same", use_bias=False)(h)
         h = course_lib.BatchNormalization()(h)
         h = keras.layers.ReLU()(h)
     model = keras.Model(inputs, h)
@@ -162,29 +182,37 @@ def bench_folding(steps, repeats):
 
     from course_lib import fold_batchnorm
 
-    model = _conv_bn_stack()
-    folded = fold_batchnorm(model)
-    x = tf.random.stateless_normal((32, 32, 32, 16), seed=(5, 6))
-    err = float(np.max(np.abs(np.asarray(model(x, training=False)) - np.asarray(folded(x)))))
-    fns = {
-        "original": tf.function(lambda: model(x, training=False)),
-        "folded": tf.function(lambda: folded(x, training=False)),
-    }
-    for fn in fns.values():
-        _block(fn())
-    t = _median_time(fns, steps, repeats)
-    row = {
-        "model": "6 x (Conv2D 3x3, 64 ch -> BN -> ReLU), batch 32 x 32 x 32 x 16",
-        "ms": {k: v * 1e3 for k, v in t.items()},
-        "speedup": t["original"] / t["folded"],
-        "max_abs_diff": err,
-    }
-    print(
-        f"fold_batchnorm: original {row['ms']['original']:.2f} ms, folded {row['ms']['folded']:.2f} ms"
-        f"  -> {row['speedup']:.2f}x faster (max |diff| {err:.1e})",
-        flush=True,
-    )
-    return row
+    rows = []
+    for stack in FOLD_STACKS:
+        k, c, (h, w, cin), n = stack["kernel"], stack["channels"], stack["input"], stack["batch"]
+        model = _conv_bn_stack(k, c, stack["input"])
+        folded = fold_batchnorm(model)
+        x = tf.random.stateless_normal((n, h, w, cin), seed=(5, 6))
+        err = float(np.max(np.abs(np.asarray(model(x, training=False)) - np.asarray(folded(x)))))
+        for jit in (False, True):
+            fns = {
+                "original": tf.function(model, jit_compile=jit),
+                "folded": tf.function(folded, jit_compile=jit),
+            }
+            for fn in fns.values():
+                _block(fn(x))
+            t, samples = _best_time({name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
+                                    steps, repeats)
+            row = {
+                "model": f"6 x (Conv2D {k}x{k}, {c} ch -> BN -> ReLU), batch {n} x {h} x {w} x {cin}",
+                "jit_compile": jit,
+                "ms": {name: v * 1e3 for name, v in t.items()},
+                "speedup": _paired_ratio(samples, "original", "folded"),
+                "max_abs_diff": err,
+            }
+            rows.append(row)
+            print(
+                f"fold_batchnorm {k}x{k} conv, jit={jit!s:5}: original {row['ms']['original']:.2f} ms,"
+                f" folded {row['ms']['folded']:.2f} ms -> {row['speedup']:.2f}x faster"
+                f" (max |diff| {err:.1e})",
+                flush=True,
+            )
+    return rows
 
 
 _MEMORY_SCRIPT = r"""
