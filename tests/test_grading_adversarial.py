@@ -183,6 +183,7 @@ for path in glob.glob(os.environ.get("COURSE_LIB_RECORD_TO", ".") + "/cell-*.jso
     probes = [grading / "gradebook.db", root / "solutions" / PS / f"{PS}.ipynb",
               grading / "submitted", root / "nbgrader_config.py", REPO / "solutions",
               Path("/tmp")]
+    mounted = sorted({str(p) for p in REPO.parents} | {str(REPO)})
     out["read and write the gradebook, sources, other students"] = (_insert_after(good(), "D_q1_answer", f'''
 import os, glob, sqlite3
 found = []
@@ -201,8 +202,12 @@ try:
     found.append("gradebook")
 except Exception:
     pass
+# The sandbox mounts the course's Python environment and course_lib read-only, so the folders
+# above them exist (empty but for that path) when the repository itself lies under /tmp.
+mounted = {mounted!r}
 found += [p for p in glob.glob("/tmp/*") + glob.glob("/home/*")
-          if "student" not in p and "PWNED" not in p]  # (its own file, in its own /tmp)
+          if "student" not in p and "PWNED" not in p  # (its own file, in its own /tmp)
+          and p not in mounted]
 if found:
     answer_q1 = "a"  # anything found costs this question's 2 points
 print(found)
