@@ -118,3 +118,15 @@ def test_install_cell_is_a_noop_where_course_lib_is_installed():
                                               'get_ipython().run_line_magic("pip", course_lib_spec)')
     exec(compile(code, "install-cell", "exec"), {"get_ipython": IPython})  # noqa: S102
     assert calls == []
+
+
+def test_the_book_never_scans_environments_or_grading_state():
+    """`make book` after `make test` must not read the Colab stand-in's site-packages (its .md
+    files fail the -W build) nor submitted notebooks: every such folder is excluded."""
+    import fnmatch
+
+    import test_colab
+
+    excluded = CONFIG["exclude_patterns"]
+    for folder in [".venv", test_colab.VENV.name, "_build", "_grading"]:
+        assert any(fnmatch.fnmatch(folder, pattern) for pattern in excluded), (folder, excluded)
