@@ -72,10 +72,14 @@ def test_layer_norm_alternatives_pass(fn, hidden):
     checks.check_layer_norm(fn, hidden=hidden)
 
 
-def _ln_mistake(ddof=0, denom="inside", swapped=False, axes="example"):
+def _norm_mistake(ddof=0, denom="inside", swapped=False, axes="example"):
+    """A Layer Norm with one slip; with ``axes="positions"``, an Instance Norm (Part C)."""
     def fn(x, gamma, beta, eps=1e-3, axis=-1):
-        red = {"example": tuple(range(1, x.ndim)), "channel": axis,
-               "batch_too": tuple(range(x.ndim))}[axes]
+        ax = axis % x.ndim
+        every = tuple(range(x.ndim))
+        red = {"example": every[1:], "positions": tuple(a for a in every[1:] if a != ax),
+               "channel": ax, "batch_too": every,
+               "batch_and_positions": tuple(a for a in every if a != ax)}[axes]
         mean = x.mean(axis=red, keepdims=True)
         var = x.var(axis=red, keepdims=True, ddof=ddof)
         std = {"inside": np.sqrt(var + eps), "missing": np.sqrt(var),
@@ -86,12 +90,12 @@ def _ln_mistake(ddof=0, denom="inside", swapped=False, axes="example"):
 
 
 LN_MISTAKES = {
-    "unbiased variance": _ln_mistake(ddof=1),
-    "missing epsilon": _ln_mistake(denom="missing"),
-    "epsilon outside the square root": _ln_mistake(denom="outside"),
-    "gamma and beta swapped": _ln_mistake(swapped=True),
-    "statistics over the channel axis only": _ln_mistake(axes="channel"),
-    "statistics over the batch": _ln_mistake(axes="batch_too"),
+    "unbiased variance": _norm_mistake(ddof=1),
+    "missing epsilon": _norm_mistake(denom="missing"),
+    "epsilon outside the square root": _norm_mistake(denom="outside"),
+    "gamma and beta swapped": _norm_mistake(swapped=True),
+    "statistics over the channel axis only": _norm_mistake(axes="channel"),
+    "statistics over the batch": _norm_mistake(axes="batch_too"),
 }
 
 
@@ -220,29 +224,14 @@ def test_instance_norm_alternatives_pass(fn, hidden):
     checks.check_instance_norm(fn, hidden=hidden)
 
 
-def _in_mistake(ddof=0, denom="inside", swapped=False, axes="positions"):
-    def fn(x, gamma, beta, eps=1e-3, axis=-1):
-        ax = axis % x.ndim
-        red = {"positions": tuple(a for a in range(1, x.ndim) if a != ax), "channels": ax,
-               "example": tuple(range(1, x.ndim)),
-               "batch_too": tuple(a for a in range(x.ndim) if a != ax)}[axes]
-        mean = x.mean(axis=red, keepdims=True)
-        var = x.var(axis=red, keepdims=True, ddof=ddof)
-        std = {"inside": np.sqrt(var + eps), "missing": np.sqrt(var),
-               "outside": np.sqrt(var) + eps}[denom]
-        return _affine((x - mean) / std, gamma, beta, axis, swapped)
-
-    return fn
-
-
-IN_MISTAKES = {
-    "unbiased variance": _in_mistake(ddof=1),
-    "missing epsilon": _in_mistake(denom="missing"),
-    "epsilon outside the square root": _in_mistake(denom="outside"),
-    "gamma and beta swapped": _in_mistake(swapped=True),
-    "statistics over the channels at each position": _in_mistake(axes="channels"),
-    "statistics over all of an example's values": _in_mistake(axes="example"),
-    "statistics over the batch": _in_mistake(axes="batch_too"),
+IN_MISTAKES = {  # _norm_mistake: see Part A
+    "unbiased variance": _norm_mistake(ddof=1, axes="positions"),
+    "missing epsilon": _norm_mistake(denom="missing", axes="positions"),
+    "epsilon outside the square root": _norm_mistake(denom="outside", axes="positions"),
+    "gamma and beta swapped": _norm_mistake(swapped=True, axes="positions"),
+    "statistics over the channels at each position": _norm_mistake(axes="channel"),
+    "statistics over all of an example's values": _norm_mistake(axes="example"),
+    "statistics over the batch": _norm_mistake(axes="batch_and_positions"),
 }
 
 MISTAKES = ([(checks.check_layer_norm, label, fn) for label, fn in LN_MISTAKES.items()]

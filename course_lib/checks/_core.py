@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Case", "Output", "Mistake", "Spec", "Problem", "record", "compare", "judge", "fail",
-           "tolerance", "close", "show"]
+__all__ = ["Case", "Output", "Mistake", "Spec", "Problem", "Checks", "record", "compare", "judge",
+           "fail", "tolerance", "close", "show"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _NUMPY = os.path.dirname(os.path.abspath(np.__file__))
@@ -476,3 +476,44 @@ def _show(a, n=5):
     flat = np.asarray(a).ravel()
     body = np.array2string(flat[:n], precision=4, separator=", ", suppress_small=False)
     return body[:-1] + ", ...]" if flat.size > n else body
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points of a problem-set module
+
+
+class Checks:
+    """The entry points of a problem-set module, by check key, over the module's ``SPECS``.
+
+    The module binds them to its own names (``cases, record, compare, _check =
+    _CHECKS.cases, ...``): the tests call them there, and the grader calls ``module.compare``
+    (see :func:`judge`). A module whose ``record`` or ``compare`` does more (ps02, ps06)
+    defines its own instead. ``label(key, fn)`` names what passed in the printed verdict
+    (default: the spec's function).
+    """
+
+    def __init__(self, module, specs, label=None):
+        self.module, self.specs, self.label = module, specs, label
+
+    def cases(self, key, hidden=False):
+        """The fixed inputs of one check (a list of ``Case``)."""
+        return self.specs[key].cases(hidden)
+
+    def record(self, key, fn, hidden=False):
+        """Step 1: call the learner's function on the fixed inputs; return plain-data records."""
+        return record(self.specs[key], fn, hidden)
+
+    def compare(self, key, records):
+        """Step 2: compare the records with the reference; raise AssertionError with a diagnosis."""
+        __tracebackhide__ = True  # noqa: F841
+        return compare(self.specs[key], records)
+
+    def check(self, key, fn, hidden):
+        """What a ``check_*`` function does: record, judge, and print that every case passes."""
+        __tracebackhide__ = True  # noqa: F841
+        # The module's own record and compare, looked up by name when the check runs (judge
+        # does the same for compare), so ps06's record is the one that runs.
+        records = getattr(sys.modules[self.module], "record")(key, fn, hidden)
+        n = judge(self.module, "compare", key, records)
+        name = self.specs[key].function if self.label is None else self.label(key, fn)
+        print(f"{name}: all {n} {'hidden' if hidden else 'visible'} cases pass.")

@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from course_lib.checks._core import Case, Mistake, Output, Problem, Spec, close, fail, judge
+from course_lib.checks._core import Case, Checks, Mistake, Output, Problem, Spec, close, fail
 from course_lib.checks._core import compare as _compare, record as _record
 
 __all__ = ["check_build", "check_training", "check_moving_statistics", "check_inference",
@@ -765,9 +765,12 @@ SPECS = {
 }
 
 
-def cases(key, hidden=False):
-    """The fixed inputs of one check (a list of ``Case``)."""
-    return SPECS[key].cases(hidden)
+_DONE = {"build": "build()", "training": "call() in training mode",
+         "moving_statistics": "the moving statistics", "inference": "inference",
+         "frozen": "trainable=False", "channels_first": "channels first"}
+_CHECKS = Checks(__name__, SPECS,
+                 label=lambda key, cls: f"{getattr(cls, '__name__', cls)}, {_DONE[key]}")
+cases, _check = _CHECKS.cases, _CHECKS.check
 
 
 def record(key, cls, hidden=False):
@@ -814,18 +817,6 @@ def _consistent(rec, case):
         return False
     return all(np.shape(a) == np.shape(b) and close(a, b, case.dtype)
                for a, b in zip(returned[:4], returned[4:]))
-
-
-_DONE = {"build": "build()", "training": "call() in training mode",
-         "moving_statistics": "the moving statistics", "inference": "inference",
-         "frozen": "trainable=False", "channels_first": "channels first"}
-
-
-def _check(key, cls, hidden):
-    __tracebackhide__ = True  # noqa: F841
-    n = judge(__name__, "compare", key, record(key, cls, hidden))
-    print(f"{getattr(cls, '__name__', cls)}, {_DONE[key]}: all {n} "
-          f"{'hidden' if hidden else 'visible'} cases pass.")
 
 
 def check_build(cls, hidden=False):

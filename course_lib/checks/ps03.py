@@ -26,8 +26,7 @@ import numbers
 
 import numpy as np
 
-from course_lib.checks._core import Case, Mistake, Output, Spec, close, fail, show, judge
-from course_lib.checks._core import compare as _compare, record as _record
+from course_lib.checks._core import Case, Checks, Mistake, Output, Spec, close, fail, show, judge
 
 __all__ = ["check_bias_gradient", "check_largest_trainable_lr", "check_answer", "record",
            "compare", "record_answer", "compare_answer", "cases", "recompute", "SPECS",
@@ -315,25 +314,8 @@ SPECS = {
 }
 
 
-def cases(key, hidden=False):
-    return SPECS[key].cases(hidden)
-
-
-def record(key, fn, hidden=False):
-    """Step 1: call the learner's function on the fixed inputs; return plain-data records."""
-    return _record(SPECS[key], fn, hidden)
-
-
-def compare(key, records):
-    """Step 2: compare with the check's own computation; raise AssertionError with a diagnosis."""
-    __tracebackhide__ = True  # noqa: F841
-    return _compare(SPECS[key], records)
-
-
-def _check(key, fn, hidden):
-    __tracebackhide__ = True  # noqa: F841
-    n = judge(__name__, "compare", key, record(key, fn, hidden))
-    print(f"{SPECS[key].function}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
+_CHECKS = Checks(__name__, SPECS)
+cases, record, compare, _check = _CHECKS.cases, _CHECKS.record, _CHECKS.compare, _CHECKS.check
 
 
 def check_bias_gradient(fn, hidden=False):

@@ -27,8 +27,7 @@ import numpy as np
 
 from course_lib import reference as ref
 from course_lib.checks import _choice
-from course_lib.checks._core import Case, Mistake, Output, Spec, judge
-from course_lib.checks._core import compare as _compare, record as _record
+from course_lib.checks._core import Case, Checks, Mistake, Output, Spec, judge
 
 __all__ = [
     "check_dropout_variances", "check_measured_variances", "check_channel_statistics",
@@ -312,26 +311,8 @@ SPECS = {
 }
 
 
-def cases(key, hidden=False):
-    """The fixed inputs of one check (a list of ``Case``)."""
-    return SPECS[key].cases(hidden)
-
-
-def record(key, fn, hidden=False):
-    """Step 1: call the learner's function on the fixed inputs; return plain-data records."""
-    return _record(SPECS[key], fn, hidden)
-
-
-def compare(key, records):
-    """Step 2: compare the records with the oracle; raise AssertionError with a diagnosis."""
-    __tracebackhide__ = True  # noqa: F841
-    return _compare(SPECS[key], records)
-
-
-def _check(key, fn, hidden):
-    __tracebackhide__ = True  # noqa: F841
-    n = judge(__name__, "compare", key, record(key, fn, hidden))
-    print(f"{SPECS[key].function}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
+_CHECKS = Checks(__name__, SPECS)
+cases, record, compare, _check = _CHECKS.cases, _CHECKS.record, _CHECKS.compare, _CHECKS.check
 
 
 def check_dropout_variances(fn, hidden=False):

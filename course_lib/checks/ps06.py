@@ -36,7 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import reference as ref
 from course_lib.checks import _choice
-from course_lib.checks._core import Case, Mistake, Output, Spec, fail, judge
+from course_lib.checks._core import Case, Checks, Mistake, Output, Spec, fail, judge
 from course_lib.checks._core import _describe_exception, close as _close, show as _show
 from course_lib.checks._core import compare as _compare, record as _record
 
@@ -644,9 +644,9 @@ SPECS = {
 }
 
 
-def cases(key, hidden=False):
-    """The fixed inputs of one NumPy check (a list of ``Case``)."""
-    return SPECS[key].cases(hidden)
+_CHECKS = Checks(__name__, SPECS, label=lambda key, fn: (
+    "build_finetune_model" if key == "finetune" else SPECS[key].function))
+cases, _check = _CHECKS.cases, _CHECKS.check
 
 
 def record(key, fn, hidden=False):
@@ -667,13 +667,6 @@ def compare(key, records):
         except AssertionError as exc:
             fail(str(exc) + _conv_note(records))
     return _compare(SPECS[key], records)
-
-
-def _check(key, fn, hidden):
-    __tracebackhide__ = True  # noqa: F841
-    n = judge(__name__, "compare", key, record(key, fn, hidden))
-    name = "build_finetune_model" if key == "finetune" else SPECS[key].function
-    print(f"{name}: all {n} {'hidden' if hidden else 'visible'} cases pass.")
 
 
 def check_fold_conv_bn(fn, hidden=False):
