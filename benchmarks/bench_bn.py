@@ -15,15 +15,25 @@ book's benchmark page is generated from that file, never typed by hand):
    and backward when nothing is fused (what an eager framework keeps alive).
 
 Timing: each variant is warmed up (traced/compiled) first; then ``--repeats`` rounds, each
-running every variant for ``--steps`` steps. Times are the best round's; ratios are the median
-over the rounds of the ratio within a round (paired, so that a slow spell hits both sides). Variants are interleaved round-robin so that machine noise hits all
-of them alike. Run on an otherwise idle machine.
+running every variant for at least ``--steps`` steps and at least ``--round-seconds`` (so that
+a sub-millisecond step is not timed over a few milliseconds). Variants are interleaved
+round-robin, so that machine noise hits all of them alike. Times are the best round's; ratios
+are the median over the rounds of the ratio within a round (paired, so that a slow spell hits
+both sides), with the quartiles of those ratios as the spread. Run on an otherwise idle machine.
+
+Under XLA the training step is also read as the compiler's optimized HLO: the number of passes
+over the activations (reads and writes of a tensor of the input's size) that each variant's
+compiled program makes. That count does not depend on machine noise, and says what the timing
+can be expected to show.
 """
 
 import argparse
 import json
+import math
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -37,11 +47,17 @@ SHAPES = [(256, 512), (64, 32, 32, 64)]
 MOMENTUM, EPSILON = 0.99, 1e-3
 
 
-def _best_time(fns, steps, repeats):
+def _best_time(fns, steps, repeats, round_seconds=0.0):
     """Seconds per step for each of ``fns`` (dict name -> zero-arg callable): the best of
     ``repeats`` runs of ``steps`` steps, as ``timeit`` reports. Other processes on the machine
-    can only add time to a run, so the minimum is the least noisy estimate. Also returns every
-    run's time, for paired ratios."""
+    can only add time to a run, so the minimum is the least noisy estimate. ``steps`` is raised
+    so that a run of the slowest variant lasts ``round_seconds``. Also returns every run's time,
+    for paired ratios, and the number of steps per run."""
+    start = time.perf_counter()
+    for fn in fns.values():
+        _block(fn())
+    slowest = (time.perf_counter() - start) / max(len(fns), 1)
+    steps = max(steps, math.ceil(round_seconds / max(slowest, 1e-9)))
     samples = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -50,14 +66,62 @@ def _best_time(fns, steps, repeats):
                 out = fn()
             _block(out)
             samples[name].append((time.perf_counter() - start) / steps)
-    return {name: min(s) for name, s in samples.items()}, samples
+    return {name: min(s) for name, s in samples.items()}, samples, steps
 
 
-def _paired_ratio(samples, a, b):
-    """Median over the repeats of ``a``'s time / ``b``'s time in the same round: the runs of a
-    round are adjacent in time, so a slow spell of the machine hits both."""
-    ratios = sorted(x / y for x, y in zip(samples[a], samples[b]))
-    return ratios[len(ratios) // 2]
+def _paired_quartiles(samples, a, b):
+    """First quartile, median and third quartile over the rounds of ``a``'s time / ``b``'s time
+    in the same round: the runs of a round are adjacent in time, so a slow spell of the machine
+    hits both."""
+    ratios = [x / y for x, y in zip(samples[a], samples[b])]
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return q1, median, q3
+
+
+_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\((.*?)\)")
+_NO_DATA = ("parameter", "constant", "bitcast", "tuple", "get-tuple-element")
+
+
+def _memory_passes(hlo, size):
+    """Passes over the activations in XLA's optimized HLO: ``(reads, writes)`` of tensors with
+    ``size`` elements by the instructions of the entry computation. Each fusion is one loop, so
+    a tensor it reads is read once and one it writes is written once; a tensor a fusion only
+    slices (a few elements of it), tuples, tuple elements, parameters, constants and bitcasts
+    move no data."""
+    computations = dict(re.findall(r"\n(?:ENTRY )?%?([\w.\-]+) \([^\n]*\{\n(.*?)\n\}", hlo, re.S))
+    entry = re.search(r"\nENTRY %?([\w.\-]+) ", hlo).group(1)
+    sizes, reads, writes = {}, 0, 0
+    for line in computations[entry].splitlines():
+        m = _INSTRUCTION.match(line)
+        if not m:
+            continue
+        name, shape, op, operands = m.groups()
+        outputs = [math.prod(int(d) for d in dims.split(",") if d)
+                   for dims in re.findall(r"\w+\[([\d,]*)\]", shape)]
+        operands = re.findall(r"%([\w.\-]+)", operands)
+        if op == "get-tuple-element":
+            outputs = [sizes[operands[0]][int(re.search(r"index=(\d+)", line).group(1))]]
+        sizes[name] = outputs
+        if op in _NO_DATA:
+            continue
+        called = re.search(r"calls=%?([\w.\-]+)", line)
+        sliced = _sliced_parameters(computations.get(called.group(1), "")) if called else set()
+        reads += sum(sizes.get(a, [0]) == [size] and i not in sliced for i, a in enumerate(operands))
+        writes += outputs.count(size)
+    return reads, writes
+
+
+def _sliced_parameters(body):
+    """Indices of a fused computation's parameters that it only slices."""
+    params = {m[0]: int(m[1]) for m in re.findall(r"%([\w.\-]+) = \S+ parameter\((\d+)\)", body)}
+    users = {name: set() for name in params}
+    for line in body.splitlines():
+        m = _INSTRUCTION.match(line)
+        if m:
+            for operand in re.findall(r"%([\w.\-]+)", m.group(4)):
+                if operand in users:
+                    users[operand].add(m.group(3))
+    return {params[name] for name, ops in users.items() if ops and ops <= {"slice", "dynamic-slice"}}
 
 
 def _block(out):
@@ -107,7 +171,7 @@ def _fused_step(x, dy, jit):
     return step
 
 
-def bench_training_step(steps, repeats):
+def bench_training_step(steps, repeats, round_seconds):
     import keras
     import tensorflow as tf
 
@@ -125,19 +189,35 @@ def bench_training_step(steps, repeats):
             }
             for fn in fns.values():
                 _block(fn())  # trace and compile outside the timing
-            t, samples = _best_time(fns, steps, repeats)
+            t, samples, run_steps = _best_time(fns, steps, repeats, round_seconds)
+            keras_q = _paired_quartiles(samples, "course_lib", "keras")
+            fused_q = _paired_quartiles(samples, "course_lib", "fused")
             row = {
                 "shape": list(shape),
                 "jit_compile": jit,
+                "steps_per_round": run_steps,
+                "rounds": repeats,
                 "ms": {k: v * 1e3 for k, v in t.items()},
-                "vs_keras": _paired_ratio(samples, "course_lib", "keras"),
-                "vs_fused": _paired_ratio(samples, "course_lib", "fused"),
+                "vs_keras": keras_q[1],
+                "vs_fused": fused_q[1],
+                "vs_keras_quartiles": [keras_q[0], keras_q[2]],
+                "vs_fused_quartiles": [fused_q[0], fused_q[2]],
             }
+            if jit:  # what XLA compiled: passes over the activations (reads + writes)
+                size = math.prod(shape)
+                row["xla_passes"] = {
+                    name: sum(_memory_passes(
+                        fn.experimental_get_compiler_ir()(stage="optimized_hlo"), size))
+                    for name, fn in fns.items()
+                }
             rows.append(row)
+            passes = (" | XLA passes over the activations: " + ", ".join(
+                f"{k} {v}" for k, v in row["xla_passes"].items())) if jit else ""
             print(
                 f"train step {str(shape):>18} jit={jit!s:5}  course_lib {row['ms']['course_lib']:7.3f} ms"
                 f"  keras {row['ms']['keras']:7.3f} ms  fused {row['ms']['fused']:7.3f} ms"
-                f"  -> {row['vs_keras']:.2f}x keras, {row['vs_fused']:.2f}x fused",
+                f"  -> {row['vs_keras']:.2f}x keras [{keras_q[0]:.2f}, {keras_q[2]:.2f}],"
+                f" {row['vs_fused']:.2f}x fused [{fused_q[0]:.2f}, {fused_q[2]:.2f}]{passes}",
                 flush=True,
             )
     return rows
@@ -176,7 +256,7 @@ def _conv_bn_stack(kernel, channels, input_shape, blocks=6):
     return model
 
 
-def bench_folding(steps, repeats):
+def bench_folding(steps, repeats, round_seconds):
     import numpy as np
     import tensorflow as tf
 
@@ -196,20 +276,32 @@ def bench_folding(steps, repeats):
             }
             for fn in fns.values():
                 _block(fn(x))
-            t, samples = _best_time({name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
-                                    steps, repeats)
+            t, samples, run_steps = _best_time({name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
+                                       steps, repeats, round_seconds)
+            q1, median, q3 = _paired_quartiles(samples, "original", "folded")
             row = {
                 "model": f"6 x (Conv2D {k}x{k}, {c} ch -> BN -> ReLU), batch {n} x {h} x {w} x {cin}",
                 "jit_compile": jit,
+                "steps_per_round": run_steps,
+                "rounds": repeats,
                 "ms": {name: v * 1e3 for name, v in t.items()},
-                "speedup": _paired_ratio(samples, "original", "folded"),
+                "speedup": median,
+                "speedup_quartiles": [q1, q3],
                 "max_abs_diff": err,
             }
+            if jit:  # passes over the blocks' activations in what XLA compiled
+                size = n * h * w * c
+                row["xla_passes"] = {
+                    name: sum(_memory_passes(
+                        fn.experimental_get_compiler_ir(x)(stage="optimized_hlo"), size))
+                    for name, fn in fns.items()
+                }
             rows.append(row)
             print(
                 f"fold_batchnorm {k}x{k} conv, jit={jit!s:5}: original {row['ms']['original']:.2f} ms,"
-                f" folded {row['ms']['folded']:.2f} ms -> {row['speedup']:.2f}x faster"
-                f" (max |diff| {err:.1e})",
+                f" folded {row['ms']['folded']:.2f} ms -> {median:.2f}x faster [{q1:.2f}, {q3:.2f}]"
+                f" (max |diff| {err:.1e})" + (" | XLA passes over the activations: " + ", ".join(
+                    f"{name} {p}" for name, p in row["xla_passes"].items()) if jit else ""),
                 flush=True,
             )
     return rows
@@ -290,7 +382,9 @@ def bench_memory():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--round-seconds", type=float, default=0.2,
+                        help="each variant runs at least this long per round")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -308,8 +402,8 @@ def main(argv=None):
         },
         "command": "make bench",
         "date": time.strftime("%Y-%m-%d"),
-        "training_step": bench_training_step(args.steps, args.repeats),
-        "folding": bench_folding(args.steps, args.repeats),
+        "training_step": bench_training_step(args.steps, args.repeats, args.round_seconds),
+        "folding": bench_folding(args.steps, args.repeats, args.round_seconds),
         "memory": bench_memory(),
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
