@@ -17,7 +17,7 @@ book's benchmark page is generated from that file, never typed by hand):
 Timing: each variant is warmed up (traced/compiled) first; then ``--repeats`` rounds, each
 running every variant for at least ``--steps`` steps and at least ``--round-seconds`` (so that
 a sub-millisecond step is not timed over a few milliseconds). Variants are interleaved
-round-robin, so that machine noise hits all of them alike. Times are the best round's; ratios
+round-robin, in an order that rotates each round, so that machine noise hits all of them alike. Times are the best round's; ratios
 are the median over the rounds of the ratio within a round (paired, so that a slow spell hits
 both sides), with the quartiles of those ratios as the spread. Run on an otherwise idle machine.
 
@@ -51,19 +51,23 @@ def _best_time(fns, steps, repeats, round_seconds=0.0):
     """Seconds per step for each of ``fns`` (dict name -> zero-arg callable): the best of
     ``repeats`` runs of ``steps`` steps, as ``timeit`` reports. Other processes on the machine
     can only add time to a run, so the minimum is the least noisy estimate. ``steps`` is raised
-    so that a run of the slowest variant lasts ``round_seconds``. Also returns every run's time,
+    so that a run of the slowest variant lasts ``round_seconds``. The order of the variants
+    rotates from round to round, so that none always runs first. Also returns every run's time,
     for paired ratios, and the number of steps per run."""
-    start = time.perf_counter()
+    slowest = 0.0
     for fn in fns.values():
+        start = time.perf_counter()
         _block(fn())
-    slowest = (time.perf_counter() - start) / max(len(fns), 1)
+        slowest = max(slowest, time.perf_counter() - start)
     steps = max(steps, math.ceil(round_seconds / max(slowest, 1e-9)))
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    samples = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             for _ in range(steps):
-                out = fn()
+                out = fns[name]()
             _block(out)
             samples[name].append((time.perf_counter() - start) / steps)
     return {name: min(s) for name, s in samples.items()}, samples, steps

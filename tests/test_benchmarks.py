@@ -66,3 +66,13 @@ def test_paired_quartiles_match_numpy():
     q1, median, q3 = bench_bn._paired_quartiles({"a": list(a), "b": list(b)}, "a", "b")
     expected = np.percentile(a / b, [25, 50, 75], method="weibull")  # statistics' "exclusive"
     np.testing.assert_allclose([q1, median, q3], expected, rtol=1e-12)
+
+
+def test_best_time_rotates_the_order_and_keeps_every_run():
+    order = []
+    fns = {name: (lambda name=name: order.append(name) or np.zeros(1)) for name in "abc"}
+    best, samples, steps = bench_bn._best_time(fns, steps=2, repeats=3)
+    rounds = [order[3 + 6 * r: 3 + 6 * (r + 1): 2] for r in range(3)]  # after the warm-up calls
+    assert rounds == [list("abc"), list("bca"), list("cab")]
+    assert steps == 2 and all(len(s) == 3 for s in samples.values())
+    assert all(best[name] == min(samples[name]) for name in fns)
