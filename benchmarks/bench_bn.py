@@ -17,9 +17,10 @@ book's benchmark page is generated from that file, never typed by hand):
 Timing: each variant is warmed up (traced/compiled) first; then ``--repeats`` rounds, each
 running every variant for at least ``--steps`` steps and at least ``--round-seconds`` (so that
 a sub-millisecond step is not timed over a few milliseconds). Variants are interleaved
-round-robin, in an order that rotates each round, so that machine noise hits all of them alike. Times are the best round's; ratios
-are the median over the rounds of the ratio within a round (paired, so that a slow spell hits
-both sides), with the quartiles of those ratios as the spread. Run on an otherwise idle machine.
+round-robin, in an order that rotates each round, so that machine noise hits all of them alike.
+Times are the best round's; ratios are the median over the rounds of the ratio within a round
+(paired, so that a slow spell hits both sides), with the quartiles of those ratios as the
+spread. Run on an otherwise idle machine.
 
 Under XLA the training step is also read as the compiler's optimized HLO: the number of passes
 over the activations (reads and writes of a tensor of the input's size) that each variant's
@@ -110,9 +111,19 @@ def _memory_passes(hlo, size):
             continue
         called = re.search(r"calls=%?([\w.\-]+)", line)
         sliced = _sliced_parameters(computations.get(called.group(1), "")) if called else set()
-        reads += sum(sizes.get(a, [0]) == [size] and i not in sliced for i, a in enumerate(operands))
+        reads += sum(sizes.get(a, [0]) == [size] and i not in sliced
+                     for i, a in enumerate(operands))
         writes += outputs.count(size)
     return reads, writes
+
+
+def _xla_passes(fns, size, *args):
+    """``{name: passes}`` over tensors of ``size`` elements in what XLA compiled for each
+    ``jit_compile`` function of ``fns``, called with ``args``; and the same as a printed note."""
+    passes = {name: sum(_memory_passes(fn.experimental_get_compiler_ir(*args)(
+        stage="optimized_hlo"), size)) for name, fn in fns.items()}
+    note = " | XLA passes over the activations: " + ", ".join(f"{k} {v}" for k, v in passes.items())
+    return passes, note
 
 
 def _sliced_parameters(body):
@@ -125,7 +136,8 @@ def _sliced_parameters(body):
             for operand in re.findall(r"%([\w.\-]+)", m.group(4)):
                 if operand in users:
                     users[operand].add(m.group(3))
-    return {params[name] for name, ops in users.items() if ops and ops <= {"slice", "dynamic-slice"}}
+    only_sliced = {"slice", "dynamic-slice"}
+    return {params[name] for name, ops in users.items() if ops and ops <= only_sliced}
 
 
 def _block(out):
@@ -207,16 +219,10 @@ def bench_training_step(steps, repeats, round_seconds):
                 "vs_keras_quartiles": [keras_q[0], keras_q[2]],
                 "vs_fused_quartiles": [fused_q[0], fused_q[2]],
             }
+            passes = ""
             if jit:  # what XLA compiled: passes over the activations (reads + writes)
-                size = math.prod(shape)
-                row["xla_passes"] = {
-                    name: sum(_memory_passes(
-                        fn.experimental_get_compiler_ir()(stage="optimized_hlo"), size))
-                    for name, fn in fns.items()
-                }
+                row["xla_passes"], passes = _xla_passes(fns, math.prod(shape))
             rows.append(row)
-            passes = (" | XLA passes over the activations: " + ", ".join(
-                f"{k} {v}" for k, v in row["xla_passes"].items())) if jit else ""
             print(
                 f"train step {str(shape):>18} jit={jit!s:5}  course_lib {row['ms']['course_lib']:7.3f} ms"
                 f"  keras {row['ms']['keras']:7.3f} ms  fused {row['ms']['fused']:7.3f} ms"
@@ -280,8 +286,8 @@ def bench_folding(steps, repeats, round_seconds):
             }
             for fn in fns.values():
                 _block(fn(x))
-            t, samples, run_steps = _best_time({name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
-                                       steps, repeats, round_seconds)
+            calls = {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}
+            t, samples, run_steps = _best_time(calls, steps, repeats, round_seconds)
             q1, median, q3 = _paired_quartiles(samples, "original", "folded")
             row = {
                 "model": f"6 x (Conv2D {k}x{k}, {c} ch -> BN -> ReLU), batch {n} x {h} x {w} x {cin}",
@@ -293,19 +299,14 @@ def bench_folding(steps, repeats, round_seconds):
                 "speedup_quartiles": [q1, q3],
                 "max_abs_diff": err,
             }
+            passes = ""
             if jit:  # passes over the blocks' activations in what XLA compiled
-                size = n * h * w * c
-                row["xla_passes"] = {
-                    name: sum(_memory_passes(
-                        fn.experimental_get_compiler_ir(x)(stage="optimized_hlo"), size))
-                    for name, fn in fns.items()
-                }
+                row["xla_passes"], passes = _xla_passes(fns, n * h * w * c, x)
             rows.append(row)
             print(
                 f"fold_batchnorm {k}x{k} conv, jit={jit!s:5}: original {row['ms']['original']:.2f} ms,"
                 f" folded {row['ms']['folded']:.2f} ms -> {median:.2f}x faster [{q1:.2f}, {q3:.2f}]"
-                f" (max |diff| {err:.1e})" + (" | XLA passes over the activations: " + ", ".join(
-                    f"{name} {p}" for name, p in row["xla_passes"].items()) if jit else ""),
+                f" (max |diff| {err:.1e}){passes}",
                 flush=True,
             )
     return rows
