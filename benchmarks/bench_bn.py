@@ -8,7 +8,8 @@ book's benchmark page is generated from that file, never typed by hand):
    ``tf.compat.v1.nn.fused_batch_norm``, each in a ``tf.function`` with and without
    ``jit_compile``. Goals: <= 1.0x Keras, <= 1.3x the fused kernel.
 2. Inference of two conv-BN-ReLU stacks (3x3 and 1x1 convolutions) before and after
-   ``fold_batchnorm``, with and without XLA. Goal: >= 1.2x.
+   ``fold_batchnorm``, with and without XLA. Goal: >= 1.2x. Also timed: the same convolutions with
+   nothing between them, the ceiling of what folding can save.
 3. Memory of a training step of a small CNN with and without BN (JAX backend, in a
    subprocess, exact bytes rather than a noisy process-RSS reading): the peak XLA's compiled
    step needs (it fuses BN into its neighbours), and the activations saved between forward
@@ -266,6 +267,25 @@ def _conv_bn_stack(kernel, channels, input_shape, blocks=6):
     return model
 
 
+def _convolutions_only(model):
+    """The convolutions of a chain such as ``_conv_bn_stack``'s, same weights, with nothing
+    between them: no BN, no ReLU. Folding keeps every convolution and can at best make the rest
+    free, so original / this is the ceiling of the speed-up folding can give. (A model with only
+    its BN layers left out would not do: TensorFlow's graph optimizer fuses a convolution, a bias
+    add and a ReLU into one kernel, but not a convolution without a bias and a ReLU, so the folded
+    model can run faster than that one.)"""
+    import keras
+
+    h = inputs = keras.Input(model.input_shape[1:])
+    for layer in model.layers[1:]:
+        if not isinstance(layer, keras.layers.Conv2D):
+            continue
+        clone = type(layer).from_config(layer.get_config())
+        h = clone(h)
+        clone.set_weights(layer.get_weights())
+    return keras.Model(inputs, h)
+
+
 def bench_folding(steps, repeats, round_seconds):
     import numpy as np
     import tensorflow as tf
@@ -277,18 +297,21 @@ def bench_folding(steps, repeats, round_seconds):
         k, c, (h, w, cin), n = stack["kernel"], stack["channels"], stack["input"], stack["batch"]
         model = _conv_bn_stack(k, c, stack["input"])
         folded = fold_batchnorm(model)
+        bare = _convolutions_only(model)
         x = tf.random.stateless_normal((n, h, w, cin), seed=(5, 6))
         err = float(np.max(np.abs(np.asarray(model(x, training=False)) - np.asarray(folded(x)))))
         for jit in (False, True):
             fns = {
                 "original": tf.function(model, jit_compile=jit),
                 "folded": tf.function(folded, jit_compile=jit),
+                "convolutions_only": tf.function(bare, jit_compile=jit),
             }
             for fn in fns.values():
                 _block(fn(x))
             calls = {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}
             t, samples, run_steps = _best_time(calls, steps, repeats, round_seconds)
             q1, median, q3 = _paired_quartiles(samples, "original", "folded")
+            c1, ceiling, c3 = _paired_quartiles(samples, "original", "convolutions_only")
             row = {
                 "model": f"6 x (Conv2D {k}x{k}, {c} ch -> BN -> ReLU), batch {n} x {h} x {w} x {cin}",
                 "jit_compile": jit,
@@ -297,6 +320,8 @@ def bench_folding(steps, repeats, round_seconds):
                 "ms": {name: v * 1e3 for name, v in t.items()},
                 "speedup": median,
                 "speedup_quartiles": [q1, q3],
+                "ceiling": ceiling,
+                "ceiling_quartiles": [c1, c3],
                 "max_abs_diff": err,
             }
             passes = ""
@@ -306,7 +331,9 @@ def bench_folding(steps, repeats, round_seconds):
             print(
                 f"fold_batchnorm {k}x{k} conv, jit={jit!s:5}: original {row['ms']['original']:.2f} ms,"
                 f" folded {row['ms']['folded']:.2f} ms -> {median:.2f}x faster [{q1:.2f}, {q3:.2f}]"
-                f" (max |diff| {err:.1e}){passes}",
+                f" (max |diff| {err:.1e}); ceiling, convolutions only"
+                f" {row['ms']['convolutions_only']:.2f} ms: {ceiling:.2f}x"
+                f" [{c1:.2f}, {c3:.2f}]{passes}",
                 flush=True,
             )
     return rows

@@ -76,3 +76,18 @@ def test_best_time_rotates_the_order_and_keeps_every_run():
     assert rounds == [list("abc"), list("bca"), list("cab")]
     assert steps == 2 and all(len(s) == 3 for s in samples.values())
     assert all(best[name] == min(samples[name]) for name in fns)
+
+
+def test_convolutions_only_keeps_every_convolution_and_its_weights():
+    keras = pytest.importorskip("keras")
+
+    model = bench_bn._conv_bn_stack(3, 8, (6, 6, 3), blocks=2)
+    bare = bench_bn._convolutions_only(model)
+    assert [type(layer) for layer in bare.layers[1:]] == [keras.layers.Conv2D] * 2
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
+    expected = x  # the NumPy oracle: each 3x3 "same" convolution, one after the other
+    for conv in [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]:
+        w = np.asarray(conv.kernel)
+        padded = np.pad(expected, [(0, 0), (1, 1), (1, 1), (0, 0)])
+        expected = sum(padded[:, i:i + 6, j:j + 6] @ w[i, j] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(np.asarray(bare(x)), expected, rtol=1e-5, atol=1e-5)
