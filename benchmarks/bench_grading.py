@@ -8,7 +8,7 @@ Not a test. One run, on one machine, of the same class twice:
   (import, the solution's reference run with a cold cache, sandboxed runs ``--workers`` at a
   time, judging in the trusted process), everything included.
 
-The class: ``--students`` notebooks (default 20) of the heaviest problem set (default ps03),
+The class: ``--students`` notebooks (default 20) of the heaviest problem set (default ps03_placement),
 cycling through the solution, the alternatives and the mistakes of ``tests/variants/PS.py``.
 It prints seconds, submissions per minute, the throughput ratio (goal >= 2.5x), the peak memory
 of each process tree (sum of RSS over the command and all its descendants, sampled every
@@ -107,7 +107,7 @@ def make_class(root, ps, n, folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ps", default="ps03")
+    parser.add_argument("--ps", default="ps03_placement")
     parser.add_argument("--students", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None,
                         help="the course grader's workers (default: the number of cores)")

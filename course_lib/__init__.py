@@ -1,6 +1,6 @@
 """course_lib: the code behind the Batch Normalization course.
 
-The NumPy parts (``course_lib.reference``, ``course_lib.data``, ``course_lib.checks``) import
+The NumPy parts (``course_lib.reference``, ``course_lib.data``) import
 without Keras, so a problem set on NumPy never pays for a TensorFlow import (seconds and about
 650 MB per kernel). The Keras layers load on first use:
 
@@ -35,7 +35,6 @@ _LAZY = {
     "load_mnist": "course_lib.data",
     "reference": "course_lib.reference",
     "data": "course_lib.data",
-    "checks": "course_lib.checks",
     "experiments": "course_lib.experiments",
 }
 

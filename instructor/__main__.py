@@ -38,6 +38,8 @@ def main(argv=None):
 
     try:
         course = Course(args.root)
+        if getattr(args, "ps", None) is not None:
+            args.ps = course.resolve(args.ps)
         if args.command == "release":
             return commands.release(course, args.ps) or 0
         if args.command == "autograde":

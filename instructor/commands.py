@@ -92,7 +92,7 @@ def _submitted_students(course, ps):
 def scores(course, ps):
     """{student: {"parts": {part: (score, max)}, "score": s, "max": m}} from the gradebook.
 
-    A part is the grade id's prefix before the first "_" (A, B, C, D in ps01).
+    A part is the grade id's prefix before the first "_" (A, B, C, D in ps01_numpy_batchnorm).
     """
     table = OrderedDict()
     with course.gradebook() as gb:

@@ -40,6 +40,24 @@ class Course:
         self.config = PyFileConfigLoader("nbgrader_config.py", path=self.root).load_config()
         self.coursedir = CourseDirectory(config=self.config)
 
+    # problem sets --------------------------------------------------------------------------
+    def problem_sets(self):
+        """The problem sets' ids (``ps01_numpy_batchnorm``, ...): the folders of the sources."""
+        base = self.path(self.coursedir.source_directory)
+        return sorted(name for name in os.listdir(base)
+                      if os.path.exists(os.path.join(base, name, f"{name}.ipynb")))
+
+    def resolve(self, ps):
+        """The full id of problem set ``ps``, given in full or by a unique prefix (``ps01``)."""
+        known = self.problem_sets()
+        if ps in known:
+            return ps
+        matches = [name for name in known if name.startswith(ps + "_")]
+        if len(matches) == 1:
+            return matches[0]
+        raise CourseError(f"no problem set {ps!r}: the problem sets are {', '.join(known)} "
+                          "(the number alone, e.g. ps01, also works)")
+
     # folders -------------------------------------------------------------------------------
     def path(self, *parts):
         return os.path.join(self.root, *parts)

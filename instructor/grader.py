@@ -8,7 +8,7 @@ Per submission, in this (trusted) process, which never runs student code:
    student, by its nbgrader ``grade_id`` or, where the metadata was stripped (Colab, VS Code),
    by the names it defines; cells the student added run where they were; outputs dropped;
 3. run it in a sandbox (``instructor.sandbox``) on a temporary copy of that student's files;
-   the checks only *record* there (``course_lib.checks._record``);
+   the checks only *record* there (``coursework._record``);
 4. here, with this process's own NumPy: load each test cell's records (plain JSON data), check
    that they are exactly the calls the instructor's test makes (the same checks, hidden flags
    and cases as the solution's run), and judge them with ``course_lib``'s ``compare``;
@@ -163,7 +163,7 @@ class Plan:
         digest = hashlib.sha256(VERSION.encode())
         digest.update(source_bytes)
         digest.update(release_bytes)
-        checks = importlib.import_module("course_lib.checks").__file__
+        checks = importlib.import_module("coursework").__file__
         checks = os.path.dirname(os.path.abspath(checks))
         for name in sorted(os.listdir(checks)):
             if name.endswith(".py"):
@@ -403,7 +403,7 @@ def _describe_stop(merged, outcome, limits):
 def load_records(plan, merged, out_dir):
     """{run index of a test cell: its recorded calls, or the RecordError's message} for the
     test cells that wrote a record file (parsed here: plain JSON with size limits)."""
-    from course_lib.checks import _record
+    from coursework import _record
 
     loaded = {}
     for canon in plan.tests:
@@ -644,7 +644,7 @@ def reference_finish(plan, run):
         if not calls:
             problems.append(f"the solution's run recorded no check in {canon.gid}: every "
                             "submission scores 0 there (a test cell must call a check of "
-                            "course_lib.checks; plain asserts run in the student's process and "
+                            "coursework; plain asserts run in the student's process and "
                             "cannot be trusted)")
             continue
         passed, message = judge(calls)

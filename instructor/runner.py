@@ -4,7 +4,7 @@
 
 This file runs with the student's code in the same process, so nothing it reports is
 trusted: the grader uses its status lines only to say which cell stopped the run, and judges
-the records the checks wrote (``course_lib.checks._record``) in its own process.
+the records the checks wrote (``coursework._record``) in its own process.
 
 Cells run in one IPython ``InteractiveShell`` (magics, ``display``, ``get_ipython`` work as in a
 notebook), without a kernel or ZMQ: faster to start, and nothing listens on a socket. Per cell:

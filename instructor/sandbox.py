@@ -109,11 +109,14 @@ def _mounts():
 
 
 def _python_paths():
-    """Folders the interpreter needs: its installation, the virtual environment, course_lib."""
+    """Folders the interpreter needs: its installation, the virtual environment, course_lib
+    and coursework (the grade cells' checks)."""
     import course_lib
+    import coursework
 
     paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix,
-             os.path.dirname(os.path.realpath(course_lib.__file__))}
+             os.path.dirname(os.path.realpath(course_lib.__file__)),
+             os.path.dirname(os.path.realpath(coursework.__file__))}
     exe = os.path.realpath(sys.executable)
     paths.add(os.path.dirname(os.path.dirname(exe)))
     return sorted(p for p in paths if not any(p.startswith(s + "/") for s in _SYSTEM))

@@ -333,7 +333,7 @@ def check_site(html_dir, root, tmp_path, artifacts):
             report["screenshots"] = {}
             for name, page, size, mobile in (
                     ("chapter05_desktop.png", "chapters/05_training_vs_inference.html", DESKTOP, False),
-                    ("ps01_phone.png", "exercises/ps01/ps01.html", PHONE, True)):
+                    ("ps01_numpy_batchnorm_phone.png", "exercises/ps01_numpy_batchnorm/ps01_numpy_batchnorm.html", PHONE, True)):
                 set_width(driver, size, mobile)
                 driver.get(site.base + page)
                 driver.execute_async_script(_SETTLE)

@@ -92,8 +92,9 @@ def _build_wheel(tmp):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "course_lib", src / "course_lib",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in ("course_lib", "coursework"):
+        shutil.copytree(REPO / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "-w", str(tmp / "dist"), str(src)],
                    check=True, capture_output=True, text=True, timeout=600)

@@ -1,4 +1,4 @@
-"""The grader's fast parts, without a sandbox: records as plain data (course_lib.checks._record),
+"""The grader's fast parts, without a sandbox: records as plain data (coursework._record),
 record mode of the checks, merging a submission into the source, and judging records.
 (The sandboxed runs are in test_grading_adversarial.py.)"""
 
@@ -8,8 +8,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from course_lib.checks import _record
-from course_lib.checks import ps01 as checks
+from coursework import _record
+from coursework import ps01_numpy_batchnorm as checks
 from instructor import grader
 from instructor.course import Course
 
@@ -90,8 +90,8 @@ def test_record_mode_records_and_the_grader_judges(tmp_path, monkeypatch):
 
 
 def test_merge_takes_tests_from_the_source_and_answers_by_content():
-    plan = grader.Plan(Course(), "ps01")
-    nb = nbformat.read(plan.course.release("ps01"), as_version=4)
+    plan = grader.Plan(Course(), "ps01_numpy_batchnorm")
+    nb = nbformat.read(plan.course.release("ps01_numpy_batchnorm"), as_version=4)
     for cell in nb.cells:
         if grader._gid(cell) == "A_forward_train":
             cell.source = "def batchnorm_forward_train(x, gamma, beta, eps=1e-3, axis=-1):\n    return 1"

@@ -1,4 +1,4 @@
-"""Hostile and broken submissions, all graded in ONE ``instructor autograde`` run of ps01.
+"""Hostile and broken submissions, all graded in ONE ``instructor autograde`` run of ps01_numpy_batchnorm.
 
 Each case is a submission with the score it deserves and a phrase its verdicts or notes must
 contain. The attacks (monkeypatching NumPy, builtins or the checks, replacing showtraceback,
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_problem_sets import (ENV, course, gradebook_scores, grade_id, hidden_lines,  # noqa: E402
                                instructor, load_variants, outputs_text, student)
 
-PS = "ps01"
+PS = "ps01_numpy_batchnorm"
 POINTS = 25.0
 MISTAKE = load_variants(PS).MISTAKES["unbiased variance"]
 SAID = "unbiased variance"  # in the verdict of Part A for the mistake
@@ -133,7 +133,7 @@ def _leak(lines):
 get_ipython().input_transformers_cleanup.append(_leak)
 '''), 8, "[hidden test]")
     out["pre_run_cell hook steals hidden tests, disables a check"] = (_insert_after(bad(), "setup", '''
-import course_lib.checks.ps01 as _c
+import coursework.ps01_numpy_batchnorm as _c
 def _steal(info):
     with open("stolen_hidden_tests.txt", "a") as fh:
         fh.write(info.raw_cell)
@@ -160,14 +160,14 @@ def batchnorm_forward_train(x, gamma, beta, eps=1e-3, axis=-1):
     return tuple(np.asarray(v).view(Liar) for v in _bn(x, gamma, beta, eps, axis))
 '''), 19, SAID)
     out["monkeypatch the in-kernel compare functions"] = (_insert_after(bad(), "setup", '''
-import course_lib.checks.ps01 as _c, course_lib.checks._core as _core
+import coursework.ps01_numpy_batchnorm as _c, coursework._core as _core
 _c.compare = lambda *a, **k: 2
 _c.compare_answer = lambda *a, **k: None
 _core.compare = lambda *a, **k: 2
 _core.fail = lambda *a, **k: None
 '''), 19, SAID)
     out["drop the failing hidden cases from the record"] = (_insert_after(bad(), "setup", '''
-import course_lib.checks.ps01 as _c
+import coursework.ps01_numpy_batchnorm as _c
 _record = _c.record
 _c.record = lambda key, fn, hidden=False: _record(key, fn, hidden)[:1] if key == "forward_train" else _record(key, fn, hidden)
 '''), 19, "did not run as written")

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_problem_sets import ENV, course, instructor, load_variants, student  # noqa: E402
 
-PS = "ps01"
+PS = "ps01_numpy_batchnorm"
 pytestmark = pytest.mark.slow
 
 

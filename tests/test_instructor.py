@@ -18,7 +18,7 @@ from instructor.selfcheck import prepare
 from instructor.submissions import Collected, readable
 
 REPO = Path(__file__).resolve().parents[1]
-PS = "ps01"
+PS = "ps01_numpy_batchnorm"
 
 
 def _nb(text="x = 1"):
@@ -108,7 +108,7 @@ def test_feedback_preprocessor_hides_tracebacks_of_hidden_test_cells(tmp_path):
     shutil.copy(REPO / "nbgrader_config.py", tmp_path)  # it creates _grading/ next to itself
     config = runpy.run_path(str(tmp_path / "nbgrader_config.py"), init_globals={"get_config": Config})
     hide = config["HideHiddenTests"]()
-    source = ("from course_lib.checks import ps01 as checks\n### BEGIN HIDDEN TESTS\n"
+    source = ("from coursework import ps01_numpy_batchnorm as checks\n### BEGIN HIDDEN TESTS\n"
               "checks.check_backward(f, hidden=True)\n### END HIDDEN TESTS")
     error = new_output("error", ename="AssertionError", evalue="wrong dx",
                        traceback=["----> 3 checks.check_backward(f, hidden=True)",

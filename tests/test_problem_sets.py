@@ -26,7 +26,7 @@ Cells a variant does not name keep the solution's source (markers removed). Per 
 5. a student's self-check (``instructor check``) runs the visible tests only.
 
 It prints, per set: the points, the solution's execution time and the autograding seconds per
-submission. ``test_rerun_regrades_the_class`` checks the instructor's re-runs once, on ps01.
+submission. ``test_rerun_regrades_the_class`` checks the instructor's re-runs once, on ps01_numpy_batchnorm.
 """
 
 import html
@@ -48,7 +48,7 @@ VARIANTS = Path(__file__).resolve().parent / "variants"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
            PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 # Sets whose notebooks are NumPy only (no Keras or TensorFlow import anywhere in them).
-NUMPY_ONLY = {"ps01", "ps04"}
+NUMPY_ONLY = {"ps01_numpy_batchnorm", "ps04_alternatives"}
 TIMEOUT = 1800  # seconds for one nbgrader call (a class of ~16 Keras notebooks under load)
 
 
@@ -359,7 +359,7 @@ def test_problem_set(ps, tmp_path, monkeypatch, capsys):
 def test_rerun_regrades_the_class(tmp_path):
     """Release again, then a late resubmission: the one autograde call regrades everybody;
     nobody is lost or doubled. The self-check of a blank release fails every visible test."""
-    ps = "ps01"
+    ps = "ps01_numpy_batchnorm"
     root = course(tmp_path, ps)
     source_path = root / "solutions" / ps / f"{ps}.ipynb"
     incoming = tmp_path / "incoming"
