@@ -16,12 +16,13 @@ export KERAS_BACKEND ?= tensorflow
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env browser book test test-fast lab check release autograde feedback grades bench bench-grading adversarial-report sandbox postgres test-postgres clean
+.PHONY: help env browser book lint test test-fast lab check release autograde feedback grades bench bench-grading adversarial-report sandbox postgres test-postgres clean
 
 help:
 	@echo "make book       set up .venv and build the site into _build/html"
 	@echo "make test       set up .venv and run every test (book build and autograding included)"
 	@echo "make test-fast  the quick tests only (no book build, no nbgrader runs)"
+	@echo "make lint       ruff on the Python modules (part of make test)"
 	@echo "make test-jax   the layer tests on the JAX backend (also part of make test)"
 	@echo "make lab        JupyterLab on the problem sets, with nbgrader's student extensions"
 	@echo "make browser    install Debian's Chromium and chromedriver for the browser test (root)"
@@ -77,7 +78,10 @@ book: $(STAMP)
 	@echo
 	@echo "Open the book: file://$(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) browser sandbox postgres
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint browser sandbox postgres
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -p no:cacheprovider -ra
 
 test-fast: $(STAMP)

@@ -7,7 +7,9 @@ While it trains we record, every few steps, the test accuracy and the 15th, 50th
 percentiles of the input to one sigmoid unit of the last hidden layer, evaluated on a fixed
 batch of test images.
 
-Everything is Keras 3 plus NumPy (no backend-specific code) and deterministic given a seed:
+Everything is Keras 3 plus NumPy and deterministic given a seed (two helpers use TensorFlow:
+:func:`sgd_fit` feeds its batches with ``tf.data``, which Keras accepts on every backend, and
+:func:`gradient_norms` needs the TensorFlow backend):
 ``keras.utils.set_random_seed`` fixes the initial weights and a NumPy generator seeded with
 the same value fixes the order of the mini-batches.
 
@@ -195,7 +197,6 @@ def train_and_record(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     probe = pre_activation_model(model)
-    rng = np.random.default_rng(seed)
     y_train = np.asarray(y_train, dtype="int32")
 
     rows, losses = [], []
@@ -206,13 +207,9 @@ def train_and_record(
         rows.append((step, _accuracy(model, x_test, y_test), np.percentile(pre, PERCENTILES), loss))
         losses.clear()
 
-    order, cursor = rng.permutation(len(x_train)), 0
+    batches = minibatch_indices(len(x_train), steps, batch_size, seed)
     record(0)
-    for step in range(1, steps + 1):
-        if cursor + batch_size > len(order):
-            order, cursor = rng.permutation(len(x_train)), 0
-        idx = order[cursor : cursor + batch_size]
-        cursor += batch_size
+    for step, idx in enumerate(batches, start=1):
         losses.append(float(model.train_on_batch(x_train[idx], y_train[idx])))
         if step % record_every == 0 or step == steps:
             record(step)

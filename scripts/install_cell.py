@@ -1,8 +1,9 @@
 """The first cell of every chapter and problem set: install course_lib where it is missing.
 
 On Colab (or any Python without course_lib) the cell installs this course's release of
-course_lib from the repository named in ``_config.yml`` (``repository.url``), at the tag
-``v<version>`` of ``pyproject.toml``; the environment variable ``COURSE_LIB_WHEEL`` replaces
+course_lib from the repository named in ``_config.yml`` (``repository.url``), at the branch
+named there (``repository.branch``: a ref that every clone of the repository has, unlike a tag
+made on one machine); the environment variable ``COURSE_LIB_WHEEL`` replaces
 that requirement (the Colab stand-in test points it at a locally built wheel). Where course_lib
 is already installed (``make lab``, the book build, grading) the cell does nothing. course_lib
 needs only ``keras>=3`` and ``numpy``, so pip leaves Colab's TensorFlow and Keras alone.
@@ -19,7 +20,6 @@ releases in ``exercises/`` are not edited here: ``make release PS=psNN`` regener
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -38,14 +38,10 @@ def repository():
     return repo["url"].rstrip("/"), repo["branch"]
 
 
-def version():
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-
-
 def requirement():
-    """The pip requirement of the course's release of course_lib."""
-    url, _ = repository()
-    return f"course_lib @ git+{url}@v{version()}"
+    """The pip requirement of the course's release of course_lib: the repository's branch."""
+    url, branch = repository()
+    return f"course_lib @ git+{url}@{branch}"
 
 
 def cell_source():

@@ -11,6 +11,7 @@ URL and pyproject's version.
 import importlib.util
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -94,16 +95,30 @@ def test_release_starts_with_the_install_cell(ps):
     assert "nbgrader" not in cell["metadata"], "the install cell must not be an nbgrader cell"
 
 
-def test_install_cell_pins_the_release_and_nothing_else():
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    url, _ = install_cell.repository()
+def test_install_cell_installs_the_configured_branch_and_nothing_else():
+    url, branch = install_cell.repository()
     source = install_cell.cell_source()
-    assert f'"course_lib @ git+{url}@v{version}"' in source
+    assert f'"course_lib @ git+{url}@{branch}"' in source
     assert "COURSE_LIB_WHEEL" in source and 'find_spec("course_lib") is None' in source
     assert not re.search(r"tensorflow|keras", source.split("\n", 1)[1], re.I), (
         "the install cell must not install TensorFlow or Keras")
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert sorted(deps) == ["keras>=3", "numpy"], "course_lib's requirements must stay loose"
+
+
+def test_the_installed_ref_exists_in_the_repository():
+    """The install cell's ref must be in the repository as committed: a tag made on one machine
+    does not travel with the commits (a clone of main has branch main, or origin/main)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked archive): no refs to resolve")
+    _, branch = install_cell.repository()
+    source = install_cell.cell_source()
+    ref = re.search(r"git\+\S+?@([^\"]+)\"", source).group(1)
+    assert ref == branch
+    resolved = [subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
+                               cwd=ROOT, capture_output=True, text=True).returncode == 0
+                for name in (ref, f"origin/{ref}")]
+    assert any(resolved), f"the install cell installs @{ref}, which `git rev-parse` cannot resolve"
 
 
 def test_install_cell_is_a_noop_where_course_lib_is_installed():
