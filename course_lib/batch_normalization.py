@@ -14,10 +14,11 @@ _CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
 
 def _check_clipping(clipping):
-    """Validate ``renorm_clipping``; the messages also match Keras's own tests."""
+    """Validate a ``renorm_clipping`` dict; the messages also match Keras's own tests."""
     if not isinstance(clipping, dict):
         raise ValueError(
-            f"`renorm_clipping` must be a dict. Received: renorm_clipping={clipping!r}"
+            "`renorm_clipping` must be a dict or a schedule (a callable of the step, such as "
+            f"RenormClippingSchedule). Received: renorm_clipping={clipping!r}"
         )
     unknown = sorted(set(clipping) - set(_CLIPPING_KEYS))
     if unknown:
@@ -40,6 +41,111 @@ def _check_clipping(clipping):
         raise ValueError(
             f"In `renorm_clipping`, dmax should be non-negative. Received: dmax={dmax!r}"
         )
+
+
+def _is_serialized_object(value):
+    """A dict written by ``keras.saving.serialize_keras_object`` (a saved schedule)."""
+    return isinstance(value, dict) and "class_name" in value and "config" in value
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="course_lib")
+class RenormClippingSchedule:
+    """Batch renorm's warm-up: plain BN first, then ``rmax`` and ``dmax`` relaxed linearly.
+
+    Ioffe (2017) starts training with the correction switched off and lets it in gradually.
+    Section 4.1 (Baseline) of the paper: "For Batch Renorm, we used rmax = 1, dmax = 0 (i.e.
+    simply batchnorm) for the first 5000 training steps, after which these were gradually
+    relaxed to reach rmax = 3 at 40k steps, and dmax = 5 at 25k steps." The defaults are
+    those numbers; the end steps count from the start of training, as in the quote (so
+    ``rmax`` rises over 35k steps and ``dmax`` over 20k). "Gradually" is all the paper says
+    of the shape: here it is linear. At training step ``t`` (counted by the layer)::
+
+        ramp(t, end) = clip((t - warmup_steps) / (end - warmup_steps), 0, 1)
+        rmax(t) = 1 + (rmax - 1) * ramp(t, rmax_end_step),    rmin(t) = 1 / rmax(t)
+        dmax(t) = dmax * ramp(t, dmax_end_step)
+
+    so ``r`` is clipped to ``[1 / rmax(t), rmax(t)]`` (the paper's ``rmin``) and ``d`` to
+    ``[-dmax(t), dmax(t)]``: ``r = 1, d = 0`` (plain batch normalization) up to
+    ``warmup_steps``, fixed clipping ``rmax``, ``dmax`` from the end steps on.
+
+    Pass it as ``renorm_clipping``; the layer then counts its training calls in a variable
+    ``renorm_step`` (saved with the model) and clips with ``schedule(renorm_step)``::
+
+        BatchRenormalization(renorm_clipping=RenormClippingSchedule())
+
+    Args:
+        rmax: Final bound of ``r`` (>= 1); ``rmin = 1 / rmax``.
+        dmax: Final bound of ``|d|`` (>= 0).
+        warmup_steps: Training steps of plain batch normalization before the relaxation.
+        rmax_end_step, dmax_end_step: Steps (from the start, >= ``warmup_steps``) at which
+            ``rmax`` and ``dmax`` reach their final values.
+
+    >>> schedule = RenormClippingSchedule(warmup_steps=10, rmax_end_step=30, dmax_end_step=20)
+    >>> {k: round(float(v), 3) for k, v in schedule(20).items()}
+    {'rmax': 2.0, 'rmin': 0.5, 'dmax': 5.0}
+    """
+
+    def __init__(self, rmax=3.0, dmax=5.0, warmup_steps=5000, rmax_end_step=40000,
+                 dmax_end_step=25000):
+        for name, value, low in [("rmax", rmax, 1.0), ("dmax", dmax, 0.0)]:
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not low <= value < float("inf")):
+                raise ValueError(
+                    f"`{name}` must be a finite number >= {low:g}. Received: {name}={value!r}"
+                )
+        warmup_steps = _check_count("warmup_steps", warmup_steps)
+        for name, value in [("rmax_end_step", rmax_end_step), ("dmax_end_step", dmax_end_step)]:
+            if _check_count(name, value) < warmup_steps:
+                raise ValueError(
+                    f"`{name}` must be >= `warmup_steps`. "
+                    f"Received: {name}={value!r}, warmup_steps={warmup_steps}"
+                )
+        self.rmax = float(rmax)
+        self.dmax = float(dmax)
+        self.warmup_steps = warmup_steps
+        self.rmax_end_step = int(rmax_end_step)
+        self.dmax_end_step = int(dmax_end_step)
+
+    def _ramp(self, step, end):
+        if end == self.warmup_steps:  # no ramp: a jump at `end`
+            return ops.cast(step >= end, "float32")
+        return ops.clip((step - self.warmup_steps) / float(end - self.warmup_steps), 0.0, 1.0)
+
+    def __call__(self, step):
+        """``{"rmax", "rmin", "dmax"}`` at training step ``step`` (float32 tensors)."""
+        step = ops.cast(step, "float32")
+        rmax = 1.0 + (self.rmax - 1.0) * self._ramp(step, self.rmax_end_step)
+        dmax = self.dmax * self._ramp(step, self.dmax_end_step)
+        return {"rmax": rmax, "rmin": 1.0 / rmax, "dmax": dmax}
+
+    def get_config(self):
+        return {
+            "rmax": self.rmax,
+            "dmax": self.dmax,
+            "warmup_steps": self.warmup_steps,
+            "rmax_end_step": self.rmax_end_step,
+            "dmax_end_step": self.dmax_end_step,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self.get_config().items())))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 def _sum_over_replicas(value):
@@ -160,6 +266,9 @@ class BatchNormalization(keras.layers.Layer):
         renorm_clipping: Optional dict with the keys ``"rmax"``, ``"rmin"``, ``"dmax"``:
             ``r`` is clipped to ``[rmin, rmax]`` and ``d`` to ``[-dmax, dmax]`` (a missing
             key means no clipping on that side). The paper uses ``rmin = 1 / rmax``.
+            Or a schedule, such as ``RenormClippingSchedule()`` (the paper's warm-up): a
+            callable of the layer's training step returning such a dict; the layer then
+            counts its training calls in the non-trainable variable ``renorm_step``.
         renorm_momentum: Momentum of ``renorm_mean`` and ``renorm_stddev``, the statistics
             ``r`` and ``d`` are computed from. ``momentum`` still drives the inference ones.
         synchronized: If True, the batch statistics are those of the *global* batch across
@@ -224,7 +333,11 @@ class BatchNormalization(keras.layers.Layer):
         for name, value in [("center", center), ("scale", scale), ("renorm", renorm),
                             ("synchronized", synchronized)]:
             _check_bool(name, value)
-        if renorm_clipping is not None:
+        if _is_serialized_object(renorm_clipping):  # a schedule, from get_config()
+            renorm_clipping = keras.saving.deserialize_keras_object(renorm_clipping)
+        if callable(renorm_clipping):
+            pass  # a schedule: called with the step counter in training
+        elif renorm_clipping is not None:
             _check_clipping(renorm_clipping)
             renorm_clipping = dict(renorm_clipping)
         elif renorm:
@@ -305,6 +418,12 @@ class BatchNormalization(keras.layers.Layer):
             self.moving_stddev = weight("moving_stddev", stddev_initializer)
             self.renorm_mean = weight("renorm_mean", _fresh(self.moving_mean_initializer))
             self.renorm_stddev = weight("renorm_stddev", stddev_initializer)
+            if callable(self.renorm_clipping):
+                # Training calls so far: the schedule's clock (saved with the layer).
+                self.renorm_step = self.add_weight(
+                    shape=(), name="renorm_step", initializer="zeros", dtype="int",
+                    trainable=False, autocast=False, aggregation="only_first_replica",
+                )
         self.input_spec = keras.layers.InputSpec(ndim=ndim, axes={self._axis: channels})
 
     def _broadcast(self, v, ndim):
@@ -348,7 +467,15 @@ class BatchNormalization(keras.layers.Layer):
         floor = ops.maximum(renorm_stddev, self.epsilon**0.5)  # as Keras: no division by ~0
         r = stddev / floor
         d = (mean - renorm_mean) / floor
-        rmax, rmin, dmax = (self.renorm_clipping.get(key) for key in _CLIPPING_KEYS)
+        if callable(self.renorm_clipping):  # a schedule of the training step
+            clipping = self.renorm_clipping(ops.convert_to_tensor(self.renorm_step))
+            rmax, rmin, dmax = (
+                None if clipping.get(key) is None else ops.cast(clipping[key], dtype)
+                for key in _CLIPPING_KEYS
+            )
+            self.renorm_step.assign_add(ops.ones((), self.renorm_step.dtype))
+        else:
+            rmax, rmin, dmax = (self.renorm_clipping.get(key) for key in _CLIPPING_KEYS)
         if rmin is not None:
             r = ops.maximum(r, rmin)
         if rmax is not None:
@@ -444,7 +571,10 @@ class BatchNormalization(keras.layers.Layer):
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
             "renorm": self.renorm,
-            "renorm_clipping": self.renorm_clipping,
+            "renorm_clipping": (
+                keras.saving.serialize_keras_object(self.renorm_clipping)
+                if callable(self.renorm_clipping) else self.renorm_clipping
+            ),
             "renorm_momentum": self.renorm_momentum,
             "synchronized": self.synchronized,
         }

@@ -152,3 +152,67 @@ def relative_error(a, b):
     b = np.asarray(b, dtype=np.float64)
     denom = np.linalg.norm(a) + np.linalg.norm(b)
     return 0.0 if denom == 0.0 else float(np.linalg.norm(a - b) / denom)
+
+
+# --- RMSNorm (Zhang & Sennrich, 2019) ------------------------------------------------------
+
+
+def _rms_axes(ndim, axis):
+    """The normalized axes of RMSNorm, sorted and non-negative (``axis``: int or sequence)."""
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _rms_broadcast(v, ndim, axes):
+    """Reshape a parameter of the normalized axes' shape to broadcast against the input."""
+    shape = [1] * ndim
+    for a, size in zip(axes, np.shape(v)):
+        shape[a] = size
+    return np.reshape(v, shape)
+
+
+def rms_norm_forward(x, scale, eps=1e-6, axis=-1):
+    """RMSNorm of each example over the axes ``axis`` (an int or a sequence of ints).
+
+    ::
+
+        rms = sqrt(mean(x**2) + eps)      # over the normalized axes, one value per example
+        y   = x / rms * scale             # scale has the shape of the normalized axes
+
+    No mean is subtracted and there is no offset: layer normalization without centring.
+
+    Returns:
+        ``(y, rms)``, ``rms`` with the normalized axes kept (size 1).
+    """
+    x = np.asarray(x)
+    axes = _rms_axes(x.ndim, axis)
+    rms = np.sqrt((x**2).mean(axis=axes, keepdims=True) + eps)
+    return x / rms * _rms_broadcast(scale, x.ndim, axes), rms
+
+
+def rms_norm_backward(dy, x, scale, eps=1e-6, axis=-1):
+    """Gradients of :func:`rms_norm_forward`, given the upstream gradient ``dy = dL/dy``.
+
+    With ``n`` the number of normalized values per example and ``xhat = x / rms``::
+
+        dxhat  = dy * scale
+        drms/dx_j = x_j / (n * rms)
+        dx     = dxhat / rms - x * sum(dxhat * x) / (n * rms**3)     # sums per example
+        dscale = sum(dy * xhat)                                      # over the other axes
+
+    Returns:
+        ``(dx, dscale)``.
+    """
+    x = np.asarray(x)
+    dy = np.asarray(dy)
+    axes = _rms_axes(x.ndim, axis)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    _, rms = rms_norm_forward(x, scale, eps, axis)
+    dxhat = dy * _rms_broadcast(scale, x.ndim, axes)
+    dx = dxhat / rms - x * (dxhat * x).sum(axis=axes, keepdims=True) / (n * rms**3)
+    other = tuple(a for a in range(x.ndim) if a not in axes)
+    dscale = (dy * x / rms).sum(axis=other)
+    return dx, dscale
+
+
+__all__ += ["rms_norm_forward", "rms_norm_backward"]

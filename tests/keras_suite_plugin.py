@@ -17,6 +17,7 @@ MODULES = {
     "BatchNormalization": "batch_normalization",
     "LayerNormalization": "layer_normalization",
     "GroupNormalization": "group_normalization",
+    "RMSNormalization": "rms_normalization",
 }
 
 SUBSTITUTED = {}

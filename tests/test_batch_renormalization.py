@@ -279,7 +279,8 @@ def test_clipping_dict_is_copied():
         ({"renorm_clipping": {"rmax": "3"}}, "Received: rmax='3'"),
         ({"renorm_clipping": {"dmax": True}}, "Received: dmax=True"),
         ({"renorm_clipping": [3.0]},
-         "`renorm_clipping` must be a dict. Received: renorm_clipping=[3.0]"),
+         "`renorm_clipping` must be a dict or a schedule"),
+        ({"renorm_clipping": [3.0]}, "Received: renorm_clipping=[3.0]"),
         ({"renorm_momentum": 1.5},
          "`renorm_momentum` must be in [0, 1]. Received: renorm_momentum=1.5"),
         ({"renorm": "yes"}, "`renorm` must be True or False. Received: renorm='yes'"),
@@ -295,3 +296,227 @@ def test_bad_arguments_name_argument_and_value(kwargs, fragment):
 def test_docstring_examples():
     result = doctest.testmod(course_lib.batch_normalization)
     assert result.attempted >= 2 and result.failed == 0
+
+
+# --- The warm-up schedule of r_max and d_max (Ioffe, 2017, Section 4.1) -------------------
+
+
+def _numpy_schedule(step, rmax=3.0, dmax=5.0, warmup=5000, rmax_end=40000, dmax_end=25000):
+    """The paper's warm-up, written independently: r_max = 1, d_max = 0 for `warmup` steps,
+    then straight lines to r_max at step `rmax_end` and d_max at step `dmax_end`."""
+
+    def line(final, start, end):
+        if step >= end:
+            return final
+        if step <= warmup:
+            return start
+        return start + (final - start) * (step - warmup) / (end - warmup)
+
+    r = line(rmax, 1.0, rmax_end)
+    return {"rmax": r, "rmin": 1.0 / r, "dmax": line(dmax, 0.0, dmax_end)}
+
+
+SHORT = dict(rmax=1.5, dmax=0.4, warmup_steps=2, rmax_end_step=6, dmax_end_step=4)
+
+
+def _short_reference(step):
+    return _numpy_schedule(step, 1.5, 0.4, 2, 6, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,steps",
+    [
+        ({}, [0, 1, 4999, 5000, 5001, 12345, 24999, 25000, 30000, 39999, 40000, 10**6]),
+        (SHORT, list(range(9))),
+        (dict(rmax=2.0, dmax=1.0, warmup_steps=3, rmax_end_step=3, dmax_end_step=7), range(9)),
+        (dict(warmup_steps=0, rmax_end_step=10, dmax_end_step=0), range(12)),
+    ],
+)
+def test_schedule_matches_numpy_reference(kwargs, steps):
+    schedule = course_lib.RenormClippingSchedule(**kwargs)
+    names = dict(rmax="rmax", dmax="dmax", warmup_steps="warmup", rmax_end_step="rmax_end",
+                 dmax_end_step="dmax_end")
+    ref_kwargs = {names[k]: v for k, v in kwargs.items()}
+    for step in steps:
+        expected = _numpy_schedule(step, **ref_kwargs)
+        got = {k: float(v) for k, v in schedule(step).items()}
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{key} {step}")
+
+
+def test_schedule_defaults_are_the_papers():
+    """rmax = 1, dmax = 0 for 5000 steps; rmax = 3 at 40k steps and dmax = 5 at 25k."""
+    schedule = course_lib.RenormClippingSchedule()
+    at = lambda step: {k: float(v) for k, v in schedule(step).items()}  # noqa: E731
+    assert at(0) == at(5000) == {"rmax": 1.0, "rmin": 1.0, "dmax": 0.0}
+    assert at(25000)["dmax"] == 5.0 and at(40000)["rmax"] == 3.0
+    assert 1.0 < at(25000)["rmax"] < 3.0 and at(15000)["dmax"] == pytest.approx(2.5)
+
+
+def _schedule_layer(schedule, **kwargs):
+    return course_lib.BatchNormalization(renorm=True, renorm_clipping=schedule, **kwargs)
+
+
+def _randomize_by_name(rng, layers, shape):
+    """As _randomize, by weight name: a schedule adds the int weight renorm_step (left at 0)."""
+    for layer in layers:
+        layer.build(shape)
+    for name in ("gamma", "beta") + STATS:
+        value = rng.uniform(0.5, 1.5, size=getattr(layers[0], name).shape).astype("float32")
+        for layer in layers:
+            getattr(layer, name).assign(value)
+
+
+def test_step_zero_is_plain_batch_normalization(rng):
+    """With the paper's schedule, the first training steps give exactly plain BN's output,
+    however far the renorm statistics are from the batch's (r = 1, d = 0)."""
+    layer = _schedule_layer(course_lib.RenormClippingSchedule(), momentum=0.5)
+    plain = keras.layers.BatchNormalization(momentum=0.5)
+    batches = _batches(rng, 4)
+    _randomize_by_name(rng, [layer], batches[0].shape)
+    plain.build(batches[0].shape)
+    for name in ("gamma", "beta"):
+        getattr(plain, name).assign(getattr(layer, name))
+    layer.renorm_mean.assign(layer.renorm_mean * 0.0 + 7.0)  # far away: d would be large
+    assert int(layer.renorm_step.numpy()) == 0
+    for step, x in enumerate(batches):
+        np.testing.assert_allclose(
+            np.asarray(layer(x, training=True)), np.asarray(plain(x, training=True)),
+            rtol=1e-5, atol=1e-5, err_msg=f"step {step}",
+        )
+    assert int(layer.renorm_step.numpy()) == len(batches)
+
+
+@pytest.mark.parametrize("rank,axis", CASES)
+def test_schedule_follows_the_paper_step_by_step(rng, rank, axis):
+    """Each training step's output is Algorithm 1 with that step's r_max and d_max."""
+    eps, momentum = 1e-3, 0.6
+    layer = _schedule_layer(course_lib.RenormClippingSchedule(**SHORT), axis=axis,
+                            epsilon=eps, momentum=momentum, renorm_momentum=momentum)
+    batches = _batches(rng, rank, steps=9)
+    c = batches[0].shape[axis]
+    layer.build(batches[0].shape)
+    gamma, beta = rng.uniform(0.5, 1.5, size=(2, c))
+    mu, sigma = rng.normal(size=c), rng.uniform(0.5, 1.5, size=c)
+    for name, value in [("gamma", gamma), ("beta", beta), ("moving_mean", mu),
+                        ("renorm_mean", mu), ("moving_stddev", sigma), ("renorm_stddev", sigma),
+                        ("moving_variance", sigma**2 - eps)]:
+        getattr(layer, name).assign(value.astype("float32"))
+    for step, x in enumerate(batches):
+        clip = _short_reference(step)
+        [expected], mu, sigma = _numpy_renorm(
+            [x], gamma, beta, mu, sigma, 1 - momentum, eps, axis, clip["rmax"], clip["dmax"]
+        )
+        np.testing.assert_allclose(
+            np.asarray(layer(x, training=True)), expected, rtol=1e-4, atol=1e-4,
+            err_msg=f"step {step}",
+        )
+        # Inference neither uses nor advances the schedule.
+        layer(x, training=False)
+        assert int(layer.renorm_step.numpy()) == step + 1
+
+
+def test_after_the_warm_up_equals_fixed_clipping(rng):
+    scheduled = _schedule_layer(course_lib.RenormClippingSchedule(**SHORT), momentum=0.7)
+    fixed = course_lib.BatchNormalization(
+        renorm=True, momentum=0.7, renorm_clipping={"rmax": 1.5, "rmin": 1 / 1.5, "dmax": 0.4}
+    )
+    batches = _batches(rng, 2, steps=9)
+    _randomize_by_name(rng, [scheduled, fixed], batches[0].shape)
+    differed = []
+    for step, x in enumerate(batches):
+        y_s = np.asarray(scheduled(x, training=True))
+        y_f = np.asarray(fixed(x, training=True))
+        if step >= SHORT["rmax_end_step"]:
+            np.testing.assert_allclose(y_s, y_f, rtol=1e-6, atol=1e-6, err_msg=f"step {step}")
+        else:
+            differed.append(not np.allclose(y_s, y_f, rtol=1e-4, atol=1e-4))
+        for name in STATS:  # the statistics never depend on the clipping
+            np.testing.assert_allclose(getattr(scheduled, name).numpy(),
+                                       getattr(fixed, name).numpy(), rtol=1e-6, err_msg=name)
+    assert all(differed)  # the clipping really bit during the warm-up (the test can fail)
+
+
+def test_schedule_counts_steps_in_fit_and_keeps_gradients(rng):
+    x = _batches(rng, 2)[2]
+    y = rng.normal(size=(x.shape[0], 1)).astype("float32")
+    bn = _schedule_layer(course_lib.RenormClippingSchedule(**SHORT))
+    model = keras.Sequential([keras.Input(x.shape[1:]), bn, keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert int(bn.renorm_step.numpy()) == 2 * int(np.ceil(x.shape[0] / 4))
+    model.predict(x, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    assert int(bn.renorm_step.numpy()) == 6
+    assert len(bn.trainable_weights) == 2 and len(bn.non_trainable_weights) == 6
+
+
+def test_schedule_round_trips_through_a_keras_file(rng, tmp_path):
+    batches = _batches(rng, 4, steps=6)
+    bn = course_lib.BatchRenormalization(
+        axis=1, renorm_clipping=course_lib.RenormClippingSchedule(**SHORT), momentum=0.8
+    )
+    model = keras.Sequential([keras.Input(batches[0].shape[1:]), bn])
+    for x in batches[:3]:
+        model(x, training=True)
+    path = tmp_path / "schedule.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.layers[0]
+    assert type(layer) is course_lib.BatchRenormalization
+    assert layer.get_config() == bn.get_config()
+    assert layer.renorm_clipping == course_lib.RenormClippingSchedule(**SHORT)
+    assert int(layer.renorm_step.numpy()) == 3
+    for x in batches[3:]:  # training goes on where it stopped, schedule included
+        np.testing.assert_allclose(np.asarray(loaded(x, training=True)),
+                                   np.asarray(model(x, training=True)), rtol=1e-6, atol=1e-6)
+    assert int(layer.renorm_step.numpy()) == int(bn.renorm_step.numpy()) == 6
+
+
+def test_schedule_config_round_trip():
+    schedule = course_lib.RenormClippingSchedule(rmax=2.5, dmax=3.0, warmup_steps=10,
+                                                 rmax_end_step=100, dmax_end_step=50)
+    layer = course_lib.BatchNormalization(renorm=True, renorm_clipping=schedule)
+    config = layer.get_config()
+    assert config["renorm_clipping"]["config"] == schedule.get_config()
+    clone = course_lib.BatchNormalization.from_config(config)
+    assert clone.renorm_clipping == schedule and clone.get_config() == config
+    assert course_lib.RenormClippingSchedule.from_config(schedule.get_config()) == schedule
+    # The dict form is untouched: no step counter, the same weights as Keras.
+    plain = course_lib.BatchNormalization(renorm=True, renorm_clipping={"rmax": 3.0})
+    plain.build((None, 3))
+    assert not hasattr(plain, "renorm_step") and len(plain.weights) == 7
+
+
+def test_a_plain_callable_schedule_works(rng):
+    """Any callable of the step returning the dict will do (not saved unless registered)."""
+    fixed = course_lib.BatchNormalization(renorm=True, renorm_clipping={"rmax": 1.2, "dmax": 0.1})
+    scheduled = course_lib.BatchNormalization(
+        renorm=True, renorm_clipping=lambda step: {"rmax": 1.2, "dmax": 0.1}
+    )
+    batches = _batches(rng, 2, steps=3)
+    _randomize(rng, [fixed, scheduled], batches[0].shape)
+    for x in batches:
+        np.testing.assert_allclose(np.asarray(scheduled(x, training=True)),
+                                   np.asarray(fixed(x, training=True)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"rmax": 0.5}, "`rmax` must be a finite number >= 1. Received: rmax=0.5"),
+        ({"dmax": -1.0}, "`dmax` must be a finite number >= 0. Received: dmax=-1.0"),
+        ({"rmax": "3"}, "Received: rmax='3'"),
+        ({"warmup_steps": -1}, "`warmup_steps` must be a non-negative integer. "
+                               "Received: warmup_steps=-1"),
+        ({"warmup_steps": 2.5}, "Received: warmup_steps=2.5"),
+        ({"rmax_end_step": 100}, "`rmax_end_step` must be >= `warmup_steps`. "
+                                 "Received: rmax_end_step=100, warmup_steps=5000"),
+        ({"dmax_end_step": True}, "Received: dmax_end_step=True"),
+    ],
+)
+def test_schedule_bad_arguments_name_argument_and_value(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        course_lib.RenormClippingSchedule(**kwargs)
+    assert fragment in str(info.value)

@@ -19,6 +19,7 @@ LAYER_TESTS = [
     "tests/test_batch_normalization.py",
     "tests/test_batch_renormalization.py",
     "tests/test_layer_normalization.py",
+    "tests/test_rms_normalization.py",
     "tests/test_group_normalization.py",
     "tests/test_instance_normalization.py",
     "tests/test_weight_normalization.py",
@@ -26,6 +27,8 @@ LAYER_TESTS = [
     "tests/test_fixup.py",
     "tests/test_recalibration.py",
     "tests/test_folding.py",
+    "tests/test_gradient_clipping.py",
+    "tests/test_transformer.py",
 ]
 
 

@@ -20,6 +20,7 @@ SUITES = {
     "BatchNormalization": "batch_normalization",
     "LayerNormalization": "layer_normalization",
     "GroupNormalization": "group_normalization",
+    "RMSNormalization": "rms_normalization",
 }
 
 # "TestClass::test_name" -> why the failure is out of scope (never a bug of ours).
