@@ -9,6 +9,7 @@ from keras import ops
 from keras import regularizers
 
 from course_lib._common import check_bool as _check_bool
+from course_lib._common import compute_dtype as _compute_dtype
 
 _CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
@@ -503,10 +504,7 @@ class BatchNormalization(keras.layers.Layer):
                 "`mask` must have one dimension fewer than the inputs. "
                 f"Received: mask.shape={tuple(mask.shape)}, inputs.shape={tuple(inputs.shape)}"
             )
-        # float16/bfloat16 statistics overflow easily: compute in float32 (float64 stays
-        # float64; keras.backend.result_type would make it float32 on JAX).
-        dtype = keras.backend.standardize_dtype(inputs.dtype)
-        compute_dtype = "float64" if dtype == "float64" else "float32"
+        compute_dtype = _compute_dtype(inputs.dtype)  # float16 statistics overflow: float32
         x = ops.cast(inputs, compute_dtype)
         r = d = None
 
