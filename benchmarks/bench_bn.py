@@ -1,6 +1,6 @@
 """Benchmarks for course_lib's BatchNormalization: `make bench` runs this. Not a test.
 
-Three measurements, each printed as a ratio and written to ``benchmarks/results.json`` (the
+Four measurements, each printed as a ratio and written to ``benchmarks/results.json`` (the
 book's benchmark page is generated from that file, never typed by hand):
 
 1. A BN training step (forward, backward, moving-statistics update) for shapes (256, 512)
@@ -14,6 +14,11 @@ book's benchmark page is generated from that file, never typed by hand):
    subprocess, exact bytes rather than a noisy process-RSS reading): the peak XLA's compiled
    step needs (it fuses BN into its neighbours), and the activations saved between forward
    and backward when nothing is fused (what an eager framework keeps alive).
+4. K = 5 seeds of the Figure 1 MLP (with BN, batch 60) trained as one batched model
+   (``course_lib.replicas``) vs one run vs 5 runs one after the other: time per SGD step, the
+   ratios batched / one run and sequential / batched, the matmul FLOPs per step and the FLOP
+   rate achieved, next to a large matmul's rate (what the cores can do at best).
+   ``--replicas-only`` runs just this one and updates its entry of the results file.
 
 Timing: each variant is warmed up (traced/compiled) first; then ``--repeats`` rounds, each
 running every variant for at least ``--steps`` steps and at least ``--round-seconds`` (so that
@@ -411,6 +416,141 @@ def bench_memory():
     return row
 
 
+# 4. K seeds as one batched model (course_lib.replicas) against K runs one after the other.
+REPLICA_SEEDS = 5
+REPLICA_BATCH = 60
+REPLICA_CHUNK = 50  # SGD steps per compiled call, as fit_replicas runs `record_every` of them
+
+
+def _matmul_rate(repeats, size=1024):
+    """FLOP/s of one large float32 matmul (``size``-cubed, best of ``repeats``): about the most
+    arithmetic these cores do per second, the ceiling any training step can approach."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((size, size), seed=(7, 8))
+    matmul = tf.function(lambda: tf.matmul(a, a))
+    _block(matmul())
+    best = min(_timed(matmul) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    _block(fn())
+    return time.perf_counter() - start
+
+
+def _keras_fit_step(model, x, y, idx):
+    """One run the way ``experiments.sgd_fit`` trains (Keras's ``fit``, ``steps_per_execution``
+    equal to the chunk), compiled once: a call trains ``len(idx)`` steps."""
+    import keras
+    import tensorflow as tf
+
+    model.compile(optimizer=keras.optimizers.SGD(0.5), steps_per_execution=len(idx),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dataset = tf.data.Dataset.from_tensor_slices(idx).map(
+        lambda i: (tf.gather(x, i), tf.gather(y, i))).repeat()
+    return lambda: model.fit(dataset, epochs=1, steps_per_epoch=len(idx), verbose=0,
+                             shuffle=False).history["loss"]
+
+
+def bench_replicas(repeats, round_seconds, replicas_=REPLICA_SEEDS, chunk=REPLICA_CHUNK):
+    """The Figure 1 MLP (784-100-100-100-10 sigmoid, BN, batch 60): ``replicas_`` seeds batched
+    in one model vs one run vs ``replicas_`` runs one after the other, seconds per SGD step.
+
+    Every variant runs ``chunk`` steps per call of one compiled function (the loop of
+    ``replicas.fit_replicas``, for the single model too), with and without XLA; the batched model
+    also with its dense layers as one einsum. One run through Keras's ``fit`` (``sgd_fit``'s loop)
+    is timed for reference. FLOPs are the matmuls' (``replicas.matmul_flops_per_step``)."""
+    import tensorflow as tf
+
+    import course_lib
+    from course_lib import experiments, replicas
+
+    (x_train, y_train), _ = course_lib.load_mnist()
+    x = tf.constant(experiments.flatten_images(x_train))
+    y = tf.constant(y_train.astype("int32"))
+    seeds = list(range(replicas_))
+    n, batch = len(x_train), REPLICA_BATCH
+    one_flops = replicas.matmul_flops_per_step(experiments.build_mlp(True), batch)
+    peak = _matmul_rate(repeats)
+    rows = []
+    for jit in (False, True):
+        singles = [experiments.build_mlp(True, seed=s) for s in seeds]
+        one = [replicas._train_chunk_fn(m, x, y, 0.5, batch, jit) for m in singles]
+        one_idx = [tf.constant(experiments.minibatch_indices(n, chunk, batch, s), tf.int32)
+                   for s in seeds]
+        idx = tf.constant(replicas.replica_batches(n, chunk, batch, seeds), tf.int32)
+        stacked = replicas.build_mlp_replicas(True, seeds=seeds)
+        einsum = replicas.build_mlp_replicas(True, seeds=seeds)
+        for layer in einsum.layers:
+            if isinstance(layer, replicas.StackedDense):
+                layer.implementation = "einsum"
+        batched = replicas._train_chunk_fn(stacked, x, y, 0.5, batch, jit)
+        batched_einsum = replicas._train_chunk_fn(einsum, x, y, 0.5, batch, jit)
+        fns = {
+            "one run": lambda f=one[0], i=one_idx[0]: f(i),
+            "sequential": lambda fs=one, ii=one_idx: [f(i) for f, i in zip(fs, ii)][-1],
+            "batched": lambda f=batched, i=idx: f(i),
+            "batched_einsum": lambda f=batched_einsum, i=idx: f(i),
+        }
+        if not jit:
+            fns["one run, keras fit"] = _keras_fit_step(
+                experiments.build_mlp(True, seed=0), x, y, one_idx[0])
+        for fn in fns.values():
+            _block(fn())  # trace and compile outside the timing
+        t, samples, run_steps = _best_time(fns, 1, repeats, round_seconds)
+        ms = {name: v / chunk * 1e3 for name, v in t.items()}
+        vs_one = _paired_quartiles(samples, "batched", "one run")
+        speedup = _paired_quartiles(samples, "sequential", "batched")
+        einsum_q = _paired_quartiles(samples, "batched_einsum", "batched")
+        flops = {"one run": one_flops, "batched": replicas_ * one_flops}
+        rate = {"one run": one_flops / (ms["one run"] / 1e3),
+                "batched": replicas_ * one_flops / (ms["batched"] / 1e3)}
+        row = {
+            "model": f"Figure 1 MLP 784-100-100-100-10 sigmoid + BN, batch {batch}, "
+                     f"{replicas_} seeds",
+            "jit_compile": jit,
+            "steps_per_call": chunk,
+            "calls_per_round": run_steps,
+            "rounds": repeats,
+            "ms_per_step": ms,
+            "batched_vs_one": vs_one[1],
+            "batched_vs_one_quartiles": [vs_one[0], vs_one[2]],
+            "sequential_vs_batched": speedup[1],
+            "sequential_vs_batched_quartiles": [speedup[0], speedup[2]],
+            "einsum_vs_matmuls": einsum_q[1],
+            "matmul_flops_per_step": flops,
+            "flop_rate": rate,
+            "peak_matmul_flop_rate": peak,
+        }
+        if not jit:
+            fit_q = _paired_quartiles(samples, "one run, keras fit", "batched")
+            row["keras_fit_sequential_vs_batched"] = replicas_ * fit_q[1]
+        rows.append(row)
+        print(
+            f"replicas jit={jit!s:5}: one run {ms['one run']:.3f} ms/step, {replicas_} sequential "
+            f"{ms['sequential']:.3f}, {replicas_} batched {ms['batched']:.3f} (einsum "
+            f"{ms['batched_einsum']:.3f}) -> batched / one run {vs_one[1]:.2f}x "
+            f"[{vs_one[0]:.2f}, {vs_one[2]:.2f}], sequential / batched {speedup[1]:.2f}x "
+            f"[{speedup[0]:.2f}, {speedup[2]:.2f}], einsum / matmuls {einsum_q[1]:.2f}x"
+            + (f"; one run through Keras fit {ms['one run, keras fit']:.3f} ms/step, "
+               f"{replicas_} of them / batched {row['keras_fit_sequential_vs_batched']:.2f}x"
+               if not jit else ""),
+            flush=True,
+        )
+        print(
+            f"  matmul FLOPs per step: one run {one_flops / 1e6:.1f} M, batched "
+            f"{replicas_ * one_flops / 1e6:.1f} M; rate: one run {rate['one run'] / 1e9:.1f} "
+            f"GFLOP/s, batched {rate['batched'] / 1e9:.1f} GFLOP/s, large matmul "
+            f"{peak / 1e9:.1f} GFLOP/s. <= 2x one run needs the batched step at >= "
+            f"{replicas_ / 2:.1f}x one run's rate: the large matmul is "
+            f"{peak / rate['one run']:.2f}x it.",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -418,10 +558,19 @@ def main(argv=None):
     parser.add_argument("--round-seconds", type=float, default=0.2,
                         help="each variant runs at least this long per round")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--replicas-only", action="store_true",
+                        help="run only the replicas benchmark and update its entry in --out")
     args = parser.parse_args(argv)
 
     import keras
     import tensorflow as tf
+
+    if args.replicas_only:
+        results = json.loads(args.out.read_text()) if args.out.exists() else {}
+        results["replicas"] = bench_replicas(args.repeats, args.round_seconds)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote the replicas entry of {args.out}")
+        return
 
     results = {
         "machine": {
@@ -437,6 +586,7 @@ def main(argv=None):
         "training_step": bench_training_step(args.steps, args.repeats, args.round_seconds),
         "folding": bench_folding(args.steps, args.repeats, args.round_seconds),
         "memory": bench_memory(),
+        "replicas": bench_replicas(args.repeats, args.round_seconds),
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -43,6 +43,8 @@ _LAZY = {
     "reference": "course_lib.reference",
     "data": "course_lib.data",
     "experiments": "course_lib.experiments",
+    "replicas": "course_lib.replicas",
+    "evidence": "course_lib.evidence",
 }
 
 __all__ = sorted(_LAZY) + ["register_layers"]

@@ -91,3 +91,30 @@ def test_convolutions_only_keeps_every_convolution_and_its_weights():
         padded = np.pad(expected, [(0, 0), (1, 1), (1, 1), (0, 0)])
         expected = sum(padded[:, i:i + 6, j:j + 6] @ w[i, j] for i in range(3) for j in range(3))
     np.testing.assert_allclose(np.asarray(bare(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_replica_benchmark_variants_train_alike():
+    """The replicas benchmark's variants do the same work: the one-run loop, the Keras fit loop
+    (``sgd_fit``'s) and replica 0 of the batched model train the same network on the same
+    mini-batches to the same weights."""
+    pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    from course_lib import experiments, replicas
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(200, 784)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, 200).astype("int32"))
+    idx = tf.constant(experiments.minibatch_indices(200, 10, 20, seed=0), tf.int32)
+    build = dict(hidden_layers=1, units=8)
+    one, fit = (experiments.build_mlp(True, seed=0, **build) for _ in range(2))
+    stacked = replicas.build_mlp_replicas(True, seeds=[0, 1], **build)
+    replicas._train_chunk_fn(one, x, y, 0.5, 20, False)(idx)
+    bench_bn._keras_fit_step(fit, x, y, idx)()
+    both = tf.constant(replicas.replica_batches(200, 10, 20, [0, 1]), tf.int32)
+    replicas._train_chunk_fn(stacked, x, y, 0.5, 20, False)(both)
+    replica = replicas.extract_replica(stacked, 0)
+    for a, b, c in zip(one.get_weights(), fit.get_weights(), replica.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+    start = experiments.build_mlp(True, seed=0, **build).get_weights()[0]
+    assert not np.allclose(one.get_weights()[0], start)  # it did train
