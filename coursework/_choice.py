@@ -35,16 +35,17 @@ def compare_answer(ps, questions, rec, hidden=False):
     choices = ", ".join(f'"{o}"' for o in options)
     if answer is None:
         fail(f"`{name}` is None: you have not answered yet. Set it to one of {choices}, "
-             f"e.g. `{name} = \"{options[0]}\"`.")
+             f"e.g. `{name} = \"{options[0]}\"`.", kind="returned")
     if not isinstance(answer, str):
         fail(f"`{name}` must be a string, one of {choices}; received "
-             f"{type(answer).__name__} {answer!r}. Put the letter in quotes.")
+             f"{type(answer).__name__} {answer!r}. Put the letter in quotes.", kind="type")
     letter = answer.strip().lower().strip("()").strip()
     if letter not in options or len(letter) != 1:
-        fail(f"`{name}` must be one letter, one of {choices}; received {answer!r}.")
+        fail(f"`{name}` must be one letter, one of {choices}; received {answer!r}.",
+             kind="type")
     if hidden and digest(ps, question, letter) != questions[question]["key"]:
         why = questions[question]["explanations"].get(letter, "")
-        fail(f"`{name}` = {answer!r} is not the right answer. {why}")
+        fail(f"`{name}` = {answer!r} is not the right answer. {why}", kind="answer")
 
 
 def check_answer(ps, questions, question, answer, hidden=False):

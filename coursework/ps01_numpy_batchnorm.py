@@ -8,9 +8,11 @@ The grade cells of ``ps01_numpy_batchnorm.ipynb`` call one function per graded p
 
 Each check is two separate steps (see ``coursework._core``): ``record(key, fn, hidden)``
 calls the learner's function on fixed, seeded inputs; ``compare(key, records)`` computes the
-expected values with ``course_lib.reference`` and, when an output is wrong, names the
-catalogued mistake whose outputs match it. Every part is checked on raw inputs, so no part's
-grade depends on another part being right.
+expected values with ``course_lib.reference`` and, when an output is wrong, says where and
+by how much, and names the catalogued mistake that explains every output of every case (none
+when no mistake does). Every part is checked on raw inputs, so no part's grade depends on
+another part being right. The notebook's precision rule (float64 in, float64 out) is checked
+too.
 
 Visible cases: a dense layer (N, C) and channels-last images (N, H, W, C), float32.
 Hidden cases: float64, channels-first images (axis=1 and axis=-3), a sequence (N, T, C),
@@ -21,7 +23,7 @@ import numpy as np
 
 from course_lib import reference as ref
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, fail, judge
+from coursework._core import Case, Checks, Mistake, Output, Spec, judge
 
 __all__ = [
     "check_forward_train", "check_forward_inference", "check_moving_average", "check_backward",
@@ -406,16 +408,17 @@ SPECS = {
         (("mean", "mean: average x over every axis except `axis`."),
          ("var", "var: the mean of (x - mean)**2 over the same axes (divide by m)."),
          ("y", "y = gamma * (x - mean) / sqrt(var + eps) + beta, with gamma, beta, mean, var "
-               "broadcast along `axis`."))),
+               "broadcast along `axis`.")), precision=True),
     "forward_inference": Spec(
         "forward_inference", "batchnorm_forward_inference", (Output("y"),), (0,),
         _forward_inference_ref, _forward_inference_cases, _FORWARD_INFERENCE_MISTAKES,
         (("y", "y = gamma * (x - moving_mean) / sqrt(moving_var + eps) + beta, with every "
-               "per-feature array broadcast along `axis`."),)),
+               "per-feature array broadcast along `axis`."),), precision=True),
     "moving_average": Spec(
         "moving_average", "update_moving_average", (Output("new moving value"),), (0,),
         _moving_average_ref, _moving_average_cases, _MOVING_AVERAGE_MISTAKES,
-        (("new moving value", "Keras: moving * momentum + batch_value * (1 - momentum)."),)),
+        (("new moving value", "Keras: moving * momentum + batch_value * (1 - momentum)."),),
+        precision=True),
     "backward": Spec(
         "backward", "batchnorm_backward",
         (Output("dx"), Output("dgamma", per_feature=True), Output("dbeta", per_feature=True)),
@@ -423,7 +426,7 @@ SPECS = {
         (("dbeta", "dbeta = sum(dy) over every axis except `axis`."),
          ("dgamma", "dgamma = sum(dy * xhat) over every axis except `axis`."),
          ("dx", "follow the equations step by step (dxhat, dvar, dmean, dx), and compare with a "
-                "numeric gradient on a small input."))),
+                "numeric gradient on a small input.")), precision=True),
 }
 
 
@@ -485,6 +488,37 @@ QUESTIONS = {
             "c": "",
             "d": "The moving mean approaches 5 only geometrically: after k updates it is "
                  "5 * (1 - 0.99**k), still well short of 5 after 100.",
+        },
+    },
+    "q3": {
+        "options": "abcd",
+        "key": "3d25268904518511e1efc4d2fa8d2977de0c088aacd3fc8d19ca3c546a926c19",
+        "explanations": {
+            "a": "",
+            "b": "That is what a layer passing its input through unchanged would give. BN subtracts "
+                 "the batch mean: adding the same amount to every value of a feature leaves y "
+                 "unchanged, so the loss cannot change either, and the dx of a feature sum to "
+                 "zero.",
+            "c": "That is the sum when the batch mean and variance are treated as constants "
+                 "(dx = dy * gamma / sqrt(var + eps)). The path through the mean passes back "
+                 "exactly minus that, so the dx of a feature sum to zero.",
+            "d": "dgamma is the gradient of gamma, a different quantity. Adding the same amount "
+                 "to every value of a feature leaves y unchanged (the mean absorbs it), so the "
+                 "dx of a feature sum to zero.",
+        },
+    },
+    "q4": {
+        "options": "abcd",
+        "key": "859bf0c151b4bf1f9a5c002f90898e246aac8981025c7757687f7cdefb6afac5",
+        "explanations": {
+            "a": "That holds without BN. BN divides by the batch standard deviation, which is "
+                 "multiplied by 10 as well: (10x - 10 mean) / (10 std) = (x - mean) / std, so y "
+                 "does not change.",
+            "b": "The variance is multiplied by 100, so the standard deviation by 10, exactly as "
+                 "x - mean is: their ratio, and y, do not change.",
+            "c": "Nothing divides y by the scale of x: the mean and the standard deviation both "
+                 "grow tenfold with x, and (x - mean) / std does not change.",
+            "d": "",
         },
     },
 }

@@ -11,8 +11,9 @@ Each check is two steps (see ``coursework._core``). ``record(key, cls, hidden)``
 the learner's class through a fixed scenario on seeded inputs and keeps plain data only: the
 layer's outputs and variables as NumPy arrays (or the exception). ``compare(key, records)``
 runs the same scenario on ``keras.layers.BatchNormalization`` (the oracle), compares, and names
-the catalogued mistake whose outputs match, computed by a NumPy model of the layer with that
-mistake.
+the catalogued mistake that explains the layer's outputs on every case (computed by a NumPy
+model of the layer with that mistake), if one does. A float64 layer must give float64 (the
+notebook: "let the layer's dtype decide the precision").
 
 The parts are independent. Only ``check_build`` uses the learner's ``build``: the other checks
 run the learner's ``build`` (so that ``call`` finds whatever ``build`` prepared), then give the
@@ -35,8 +36,9 @@ import warnings
 
 import numpy as np
 
-from coursework._core import Case, Checks, Mistake, Output, Problem, Spec, close, fail
-from coursework._core import compare as _compare, record as _record
+from coursework._core import Case, Checks, Mistake, Output, Problem, Spec, close
+from coursework._core import compare as _compare
+from coursework._core import record as _record
 
 __all__ = ["check_build", "check_training", "check_moving_statistics", "check_inference",
            "check_frozen", "check_channels_first", "record", "compare", "cases", "SPECS", "WEIGHTS", "NumpyBatchNorm"]
@@ -711,7 +713,8 @@ SPECS = {
         (("gamma", "self.gamma = self.add_weight(shape=(C,), initializer=\"ones\", "
                    "trainable=True, name=\"gamma\")"),),
         oracle=ORACLE, features="C = input_shape[axis]", driver=_drive_build,
-        exception_hint=_exception_hint, verb="gave"),
+        exception_hint=_exception_hint, verb="gave",
+        precision=True),
     "training": Spec(
         "training", "BatchNorm", (Output("layer(x, training=True)"),), (0,),
         _oracle(_drive_training), _training_cases, _TRAINING_MISTAKES,
@@ -719,7 +722,7 @@ SPECS = {
           "the batch mean and (biased) variance over every axis except `self.axis`, and every "
           "per-feature array broadcast along `self.axis`."),),
         oracle=ORACLE, features="C = x.shape[axis]", driver=_drive_training,
-        exception_hint=_exception_hint),
+        exception_hint=_exception_hint, precision=True),
     "moving_statistics": Spec(
         "moving_statistics", "BatchNorm",
         (Output("moving_mean", per_feature=True), Output("moving_variance", per_feature=True)),
@@ -728,7 +731,8 @@ SPECS = {
                          "(1 - momentum), with the batch's mean and biased variance."),
          ("moving_variance", "the same update with the biased batch variance.")),
         oracle=ORACLE, features="C = x.shape[axis]", driver=_drive_moving,
-        exception_hint=_exception_hint, verb="gave"),
+        exception_hint=_exception_hint, verb="gave",
+        precision=True),
     "inference": Spec(
         "inference", "BatchNorm",
         (Output("layer(x, training=False)"), Output("layer(x)"),
@@ -738,7 +742,8 @@ SPECS = {
         (("layer(x, training=False)", "y = gamma * (x - moving_mean) / sqrt(moving_variance + "
           "epsilon) + beta; nothing is updated."),),
         oracle=ORACLE, features="C = x.shape[axis]", driver=_drive_inference,
-        exception_hint=_exception_hint, verb="gave"),
+        exception_hint=_exception_hint, verb="gave",
+        precision=True),
     "frozen": Spec(
         "frozen", "BatchNorm",
         (Output("layer(x, training=True) with trainable=False"),
@@ -748,7 +753,8 @@ SPECS = {
         (("layer(x, training=True) with trainable=False",
           "a frozen layer (trainable=False) behaves as at inference, whatever `training` says."),),
         oracle=ORACLE, features="C = x.shape[axis]", driver=_drive_frozen,
-        exception_hint=_exception_hint, verb="gave"),
+        exception_hint=_exception_hint, verb="gave",
+        precision=True),
     "channels_first": Spec(
         "channels_first", "BatchNorm",
         (Output("layer(x, training=True)"),
@@ -761,7 +767,8 @@ SPECS = {
           "every other axis, and reshape gamma, beta and the statistics to [1, C, 1, ...] to "
           "broadcast them."),),
         oracle=ORACLE, features="C = x.shape[axis]", driver=_drive_channels_first,
-        exception_hint=_exception_hint, verb="gave"),
+        exception_hint=_exception_hint, verb="gave",
+        precision=True),
 }
 
 
@@ -801,14 +808,14 @@ def _compare_channels_first(records):
     try:
         return _compare(SPECS["channels_first"], absolute)
     except AssertionError as exc:
-        message = str(exc)
+        verdict = exc
     by_case = {}
     for r in records:
         if r["hidden"] not in by_case:
             by_case[r["hidden"]] = cases("channels_first", r["hidden"])
     if all(_consistent(r, by_case[r["hidden"]][r["case"]]) for r in records):
         return len(records)
-    fail(message)
+    raise verdict
 
 
 def _consistent(rec, case):

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from coursework._core import Case, Checks, Mistake, Output, Spec, close, fail, show, judge
+from coursework._core import Case, Checks, Mistake, Output, Spec, close, fail, judge, named, show
 
 __all__ = ["check_bias_gradient", "check_largest_trainable_lr", "check_answer", "record",
            "compare", "record_answer", "compare_answer", "cases", "recompute", "SPECS",
@@ -221,6 +221,8 @@ def _largest_variant(which):
                 if not _trains(loss, threshold):
                     break
                 best = lr
+            if best is None:  # the code returns None there: nothing to compare
+                raise ValueError("the smallest learning rate already fails")
             return (np.float64(best),)
         if which == "nan_trains":
             kept = [lr for lr, loss in ordered if not loss >= threshold]
@@ -474,7 +476,7 @@ def compare_answer(rec, hidden=False):
                  + ", ".join(f"lr={g:g}: {loss:.3g}" for g, loss in zip(GRID, losses[placement]))
                  + f"  (trains: below {TRAINS_BELOW:g})"]
         lines.append(_diagnose_lr(value, placement, lr, losses[placement]))
-        fail("\n".join(lines))
+        fail("\n".join(lines), mistake=named(lines[-1]), kind="measured")
     expected = accuracy["before"] - accuracy["none"]
     if abs(value - expected) <= 0.02:
         return
@@ -494,7 +496,8 @@ def compare_answer(rec, hidden=False):
                 if abs(value - v) <= 0.02 and abs(v - expected) > 0.02), "")
     fail(f"`{name}` = {value:.4g}, but the grader's own run finds {expected:.4g} (test accuracy "
          f"at lr={GAP_LR:g}: {accuracy['before']:.4f} with BN before the ReLU, "
-         f"{accuracy['none']:.4f} without BN; tolerance 0.02).\n" + why)
+         f"{accuracy['none']:.4f} without BN; tolerance 0.02).\n" + why, mistake=named(why),
+         kind="measured")
 
 
 def _diagnose_lr(value, placement, lr, losses):
@@ -556,7 +559,7 @@ def _compare_losses(rec, hidden):
         fail(f"`losses[\"{p}\"]` differs from the grader's own run of the experiment.\n"
              f"  expected: {show(losses[p], 6)}\n  received: {show(received, 6)}\n"
              + (why or "Did you run train_and_evaluate(placement, lr) for each lr of GRID, in "
-                       "order?"))
+                       "order?"), mistake=named(why), kind="measured")
 
 
 def check_answer(question, answer, hidden=False):

@@ -9,7 +9,8 @@ The grade cells of ``ps04_alternatives.ipynb`` call one function per graded part
 
 Each check is two steps (``coursework._core``): ``record`` calls the learner's function
 on fixed, seeded inputs and keeps plain data; ``compare`` recomputes the expected outputs with
-the NumPy oracle below and names the catalogued mistake whose outputs match. The oracle follows
+the NumPy oracle below and names the catalogued mistake that explains the outputs of every
+case, if one does (float64 in, float64 out, as the notebook says). The oracle follows
 Wu & He (2018), Figure 2: every method normalises each example with statistics over some of its
 own values, then scales and shifts each channel with ``gamma`` and ``beta`` (shape ``(C,)``):
 
@@ -396,27 +397,27 @@ SPECS = {
                "variance per example over all its values (every axis except 0), and gamma, "
                "beta broadcast along `axis`."),),
         oracle="the NumPy oracle (= keras.layers.GroupNormalization(groups=1))",
-        exception_hint=_axis_hint),
+        exception_hint=_axis_hint, precision=True),
     "group_norm": Spec(
         "group_norm", "group_norm", (Output("y"),), (0,), _gn_ref,
         _norm_cases("group_norm", (_GN_VISIBLE, _GN_HIDDEN), True), _GN_MISTAKES,
         (("y", "split the channel axis into (groups, C // groups); one mean and one variance "
                "per example and group, over the group's channels and all positions."),),
         oracle="the NumPy oracle (= keras.layers.GroupNormalization)",
-        exception_hint=_axis_hint),
+        exception_hint=_axis_hint, precision=True),
     "instance_norm": Spec(
         "instance_norm", "instance_norm", (Output("y"),), (0,), _in_ref,
         _norm_cases("instance_norm", (_IN_VISIBLE, _IN_HIDDEN), False), _IN_MISTAKES,
         (("y", "one mean and one variance per example and channel, over the positions only "
                "(every axis except 0 and `axis`)."),),
         oracle="the NumPy oracle (= keras.layers.GroupNormalization(groups=C))",
-        exception_hint=_axis_hint),
+        exception_hint=_axis_hint, precision=True),
     "first_example_outputs": Spec(
         "first_example_outputs", "first_example_outputs", (Output("rows"),), (0,), _first_ref,
         _first_cases, _FIRST_MISTAKES,
         (("rows", "row b-1 = norm(x[:b])[0], for b = 1, ..., N, stacked: "
                   "`np.stack([...])`."),),
-        oracle="the check's recomputation", driver=_drive_first),
+        oracle="the check's recomputation", driver=_drive_first, precision=True),
 }
 
 

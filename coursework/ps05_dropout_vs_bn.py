@@ -10,7 +10,9 @@ The grade cells of ``ps05_dropout_vs_bn.ipynb`` call one function per graded par
 Each check is two separate steps (see ``coursework._core``): ``record(key, fn, hidden)``
 calls the learner's function on fixed, seeded inputs and keeps what it returned;
 ``compare(key, records)`` recomputes the expected values in float64 from the same inputs and,
-when an output is wrong, names the catalogued mistake whose outputs match it. The oracles:
+when an output is wrong, names the catalogued mistake that explains the outputs of every
+case, if one does (``dropout_variances`` and ``channel_statistics`` also keep the input's
+precision, as the notebook asks). The oracles:
 
 * ``dropout_variances``: the variance of a unit after inverted Dropout with keep probability
   ``p`` (Li et al. 2019, section 3): ``Var_train = (E[x]^2 + Var[x]) / p - E[x]^2``,
@@ -245,6 +247,8 @@ def _channel_variant(axes="channel", ddof=0, report="var"):
         red = {"channel": tuple(a for a in range(4) if a != channel),
                "batch": (0,),
                "swapped": tuple(a for a in range(4) if a != other),
+               "last": (0, 1, 2),  # data_format ignored: channels always last
+               "first": (0, 2, 3),  # data_format ignored: channels always first
                "per image": tuple(a for a in range(1, 4) if a != channel),
                "all": None}[axes]
         mean = x.mean(axis=red)
@@ -264,6 +268,16 @@ _CHANNEL_STATISTICS_MISTAKES = (
             "the channels are the LAST axis for data_format='channels_last' (N, H, W, C) and "
             "axis 1 for 'channels_first' (N, C, H, W): average over every other axis.",
             _channel_variant(axes="swapped")),
+) + tuple(
+    # The same mistake made another way: data_format ignored, one layout assumed for both.
+    Mistake("wrong channel axis",
+            "`data_format` decides the channel axis: the LAST axis for 'channels_last' "
+            "(N, H, W, C), axis 1 for 'channels_first' (N, C, H, W). Your statistics are "
+            f"those of channels {layout} whatever `data_format` says: average over every axis "
+            "except the channel axis of the given layout.",
+            _channel_variant(axes=layout))
+    for layout in ("last", "first")
+) + (
     Mistake("per-image statistics",
             "you averaged over H and W for each image separately (that is Instance "
             "Normalization). BN averages over the batch too: N, H and W.",
@@ -290,7 +304,7 @@ SPECS = {
         (("var_inference", "at inference Dropout does nothing: the variance is Var[x]."),
          ("var_train", "write X = x * mask / p, then Var[X] = E[X^2] - E[X]^2 with "
                        "E[mask] = E[mask^2] = p.")),
-        oracle="Li et al.'s formula, in float64", features="C = len(mean)"),
+        oracle="Li et al.'s formula, in float64", features="C = len(mean)", precision=True),
     "measured_variances": Spec(
         "measured_variances", "measured_variances",
         (Output("var_train", per_feature=True), Output("var_inference", per_feature=True),
@@ -307,7 +321,7 @@ SPECS = {
         (0, 1), _channel_statistics_ref, _channel_statistics_cases, _CHANNEL_STATISTICS_MISTAKES,
         (("mean", "the mean over N, H and W, one value per channel."),
          ("var", "the mean of (x - mean)**2 over N, H and W (divide by m = N * H * W).")),
-        features="C = the number of channels"),
+        features="C = the number of channels", precision=True),
 }
 
 
@@ -341,11 +355,11 @@ QUESTIONS = {
         "options": "abcd",
         "key": "393163cc136ef77622335107154355b14cd320ca4522b282e96fe31bde20c653",
         "explanations": {
-            "a": "The paper does make this claim, but Santurkar et al. (2018) contest it: with "
-                 "random noise injected after every BN layer, so that the distributions shift "
-                 "MORE than without BN, the network still trains about as fast (Chapter 6 "
-                 "repeats the experiment). Reduced internal covariate shift is the paper's "
-                 "hypothesis, not an established mechanism.",
+            "a": "The paper does make the internal-covariate-shift claim, but Santurkar et al. "
+                 "(2018) contest it: with random noise injected after every BN layer, so that the "
+                 "distributions shift MORE than without BN, the network still trains about as "
+                 "fast (Chapter 6 repeats the experiment). Reduced internal covariate shift is "
+                 "the paper's hypothesis, not an established mechanism.",
             "b": "The paper's motivation is internal covariate shift; regularisation is "
                  "mentioned as a side benefit (its Section 3.4), not as the problem BN solves.",
             "c": "",
@@ -355,45 +369,52 @@ QUESTIONS = {
     },
     "q2": {
         "options": "abcd",
-        "key": "c4266b11390860fa6f660eb25592490ade47a60736a8a8959a41e2360ec01a80",
+        "key": "c27ea4797b4f1d4eb40c33418e82ecf77acc23abe7a9aecd576ce756b6f16e75",
         "explanations": {
-            "a": "The paper normalises x = Wu, BEFORE the nonlinearity (its Section 3.2), and "
-                 "drops the bias b, which the mean subtraction cancels.",
-            "b": "",
-            "c": "BN after a ReLU is common and works: it normalises the ReLU's outputs like any "
-                 "other activations. The paper's reason for 'before' is that Wu is more "
-                 "symmetric, 'more Gaussian', than a nonlinearity's output.",
-            "d": "The two placements compute different functions (BN(g(x)) is not g(BN(x))); "
-                 "what Chapter 4 measured is that, in its network, they train about equally well.",
+            "a": "",
+            "b": "The paper normalises x = Wu, BEFORE the nonlinearity (its Section 3.2), because "
+                 "Wu is more symmetric, 'more Gaussian', than a nonlinearity's output. BN after "
+                 "a ReLU is common and trains well too, but not always better: which placement "
+                 "wins is an empirical question, and Chapter 4 measures it over several seeds "
+                 "instead of assuming an answer.",
+            "c": "A bias right before BN is cancelled: adding b to every example adds b to the "
+                 "batch mean, so x - mean does not change and the bias's gradient is exactly "
+                 "zero (Chapter 4). BN subtracts the mean as well as rescaling; beta takes the "
+                 "bias's role.",
+            "d": "The two placements compute different functions (BN(g(z)) is not g(BN(z))). And "
+                 "a bias right before BN is cancelled by the mean subtraction, while a bias "
+                 "before g in the 'after' placement still decides what the ReLU cuts off.",
         },
     },
     "q3": {
         "options": "abcd",
-        "key": "fe9ab2147e406056ff064f8ecf80eb1faea7a3afcd027887f5714e9d01407e63",
+        "key": "8d72ba12aa2861636274422ee9657b89e74beb4c299475876f115711d6d4d9ea",
         "explanations": {
-            "a": "",
-            "b": "That is why the paper adds gamma and beta: y = gamma * xhat + beta can take "
-                 "any mean and scale, and gamma = sqrt(Var[x] + eps), beta = E[x] recovers the "
+            "a": "That is why the paper adds gamma and beta: y = gamma * xhat + beta can take "
+                 "any mean and scale, and gamma = sqrt(Var[x] + eps), beta = E[x] give back the "
                  "original activations, so a sigmoid can still saturate if that helps.",
-            "c": "The moving averages are the statistics BN normalises WITH at inference; they do "
+            "b": "The moving averages are the statistics BN normalises WITH at inference; they do "
                  "not undo the normalisation. gamma and beta can.",
-            "d": "Training and inference compute the same kind of transform, normalise then "
+            "c": "Training and inference compute the same kind of transform, normalise then "
                  "scale and shift; in both, gamma and beta set the output's mean and scale.",
+            "d": "",
         },
     },
     "q4": {
         "options": "abcd",
-        "key": "ec4de8bde7519420cb3bafcc96a936b686157f4e172f72569ca9114d93adede9",
+        "key": "8c4d93fcdd25e5e4e8d87b1a5faefd081fdc939cc911ac396727429c52c9632c",
         "explanations": {
-            "a": "The paper found that BN-Inception trains well with Dropout removed, a finding "
-                 "about its networks, not a proof. In Chapter 6 Dropout still narrowed the "
-                 "generalisation gap more than BN did.",
-            "b": "BN does regularise: each example is normalised with the statistics of a "
-                 "random mini-batch, a noise that Chapter 6 measured as a (small) narrowing of "
-                 "the generalisation gap.",
-            "c": "At inference BN is a fixed affine map of each unit: it adds no noise. The noise "
-                 "is in training, from the mini-batch statistics.",
-            "d": "",
+            "a": "BN's batch noise regularises a little, but it does not make Dropout go away: "
+                 "in training Dropout still adds variance, which the BN layer after it learns in "
+                 "its moving variance, and at inference, without Dropout, the variance is "
+                 "smaller (Part B's variance shift). The pair does not behave as BN alone.",
+            "b": "",
+            "c": "The 1/p keeps the MEAN: E[x * mask / p] = E[x]. The variance grows: "
+                 "Var_train = (E[x]^2 + Var[x]) / p - E[x]^2 > Var[x] for p < 1 (Part B1).",
+            "d": "At inference BN normalises with its moving statistics, learned in training, "
+                 "not with the statistics of the batch it is given (that would make an example's "
+                 "output depend on the rest of the batch). Those moving statistics include "
+                 "Dropout's extra variance.",
         },
     },
 }

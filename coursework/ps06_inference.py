@@ -10,7 +10,9 @@ The grade cells of ``ps06_inference.ipynb`` call one function per graded part:
 
 Each check is two separate steps: ``record(key, fn, hidden)`` calls the learner's function on
 fixed, seeded inputs and keeps what came back as plain data; ``compare(key, records)``
-recomputes what is expected from the same seeds, in NumPy, and names the most likely mistake.
+recomputes what is expected from the same seeds, in NumPy, and names the catalogued mistake
+that explains the outputs of every case, if one does (Part A also keeps the input's precision,
+as the notebook asks).
 
 * Part A, ``fold_conv_bn``: the folded kernel and bias of a Conv2D followed by inference-mode
   BN, the formula of ``course_lib.folding`` (``tests/test_checks_ps06_inference.py`` checks the oracle
@@ -25,6 +27,7 @@ recomputes what is expected from the same seeds, in NumPy, and names the most li
   ``course_lib.reference.population_statistics`` with ``m`` the values per feature in a
   batch; ``adabn_statistics``: AdaBN (Li et al. 2016) through a two-block network, layer by
   layer as ``course_lib.recalibrate_batchnorm(method="adabn")`` does (checked in the tests).
+* Multiple choice, ``check_answer``: Q1 (Part B) and Q2 to Q4 (Part D), keys in ``QUESTIONS``.
 """
 
 import contextlib
@@ -36,9 +39,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import reference as ref
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, fail, judge
-from coursework._core import _describe_exception, close as _close, show as _show
-from coursework._core import compare as _compare, record as _record
+from coursework._core import Case, Checks, Mistake, Output, Spec, _describe_exception, fail, judge, named
+from coursework._core import close as _close
+from coursework._core import compare as _compare
+from coursework._core import record as _record
+from coursework._core import show as _show
 
 __all__ = [
     "check_fold_conv_bn", "check_finetune", "check_population_statistics",
@@ -338,7 +343,7 @@ def _compare_finetune(records):
     for rec in records:
         message = _judge_finetune(rec)
         if message:
-            fail(message)
+            fail(message, mistake=named(message), kind="behaviour")
     return len(records)
 
 
@@ -481,10 +486,10 @@ def _population_ref(x, batch_size, axis):
     return ref.population_statistics(means, variances, m)
 
 
-def _population_variant(correction="m", ddof=0, pooled=False, axis_shift=False):
+def _population_variant(correction="m", ddof=0, pooled=False, fixed_axis=None):
     def outputs(x, batch_size, axis):
-        if axis_shift:  # the feature axis read as the last one
-            axis = -1 if axis % np.ndim(x) != np.ndim(x) - 1 else 1
+        if fixed_axis is not None:  # `axis` ignored: the features read along a fixed axis
+            axis = fixed_axis
         if pooled:
             x64 = _f64(x)[0]
             axes = ref.reduction_axes(x64.ndim, axis)
@@ -521,8 +526,14 @@ _POPULATION_MISTAKES = (
             _population_variant(pooled=True, ddof=1)),
     Mistake("wrong feature axis",
             "the features are along `axis` (axis=1 for channels-first images): average over "
-            "every other axis.",
-            _population_variant(axis_shift=True)),
+            "every other axis. Your statistics are those of the features along the last axis, "
+            "whatever `axis` says.",
+            _population_variant(fixed_axis=-1)),
+    Mistake("wrong feature axis",
+            "the features are along `axis` (the last axis for channels-last images): average "
+            "over every other axis. Your statistics are those of the features along axis 1, "
+            "whatever `axis` says.",
+            _population_variant(fixed_axis=1)),
 )
 
 
@@ -619,7 +630,7 @@ SPECS = {
                          "s = gamma / sqrt(moving_var + eps)."),
          ("folded_kernel", "folded_kernel = kernel * s: s has shape (cout,) and multiplies the "
                            "last axis.")),
-        oracle="the folding formula of course_lib.folding, in float64"),
+        oracle="the folding formula of course_lib.folding, in float64", precision=True),
     "population_statistics": Spec(
         "population_statistics", "population_statistics",
         (Output("mean", per_feature=True), Output("var", per_feature=True)), (0, 1),
@@ -665,7 +676,8 @@ def compare(key, records):
         try:
             return _compare(SPECS[key], records)
         except AssertionError as exc:
-            fail(str(exc) + _conv_note(records))
+            fail(str(exc) + _conv_note(records), mistake=getattr(exc, "mistake", None),
+                 kind=getattr(exc, "kind", None))
     return _compare(SPECS[key], records)
 
 
@@ -695,7 +707,7 @@ def check_adabn_statistics(fn, hidden=False):
 
 
 # ---------------------------------------------------------------------------------------------
-# Multiple choice (see coursework._choice)
+# Multiple choice (see coursework._choice): Q1 in Part B, Q2 to Q4 in Part D.
 
 QUESTIONS = {
     "q1": {
@@ -710,6 +722,55 @@ QUESTIONS = {
                  "either: it runs in inference mode, with its moving statistics.",
             "d": "The layer still normalises, with its moving statistics, then scales and "
                  "shifts with its (now frozen) gamma and beta.",
+        },
+    },
+    "q2": {
+        "options": "abcd",
+        "key": "5d674058d7484c7076ea82fd5f3e2c61f46d756aced057c1cf325b3d4378930b",
+        "explanations": {
+            "a": "With the statistics of the batch served, an example's output depends on the "
+                 "other examples served with it, and a batch of one has variance 0: every BN "
+                 "layer then outputs beta, whatever the input (Chapter 5). Inference uses the "
+                 "moving statistics.",
+            "b": "Updated with every batch served, the moving statistics learn from whatever the "
+                 "service is sent, and its answers drift with the traffic. At inference nothing "
+                 "is updated; to adapt to new data, recalibrate deliberately (Part C).",
+            "c": "At inference BN still normalises, with its moving statistics, then scales and "
+                 "shifts with gamma and beta: a fixed affine map, not the identity. (Dropout is "
+                 "the layer that does nothing at inference.)",
+            "d": "",
+        },
+    },
+    "q3": {
+        "options": "abcd",
+        "key": "79513c5f9e7138aea4b1799328c1f64a3878fc1a4c86f9d33f51ee5b1c20031b",
+        "explanations": {
+            "a": "",
+            "b": "In training mode BN normalises with the statistics of each batch, which change "
+                 "from batch to batch and depend on every example in it; a convolution's fixed "
+                 "kernel and bias cannot reproduce that. Folding holds in inference mode only.",
+            "c": "The folded bias is (b - moving_mean) * s + beta: it absorbs the convolution's "
+                 "own bias b (Part A), and with b = 0 it is the same formula.",
+            "d": "Folding is exact algebra: at inference BN is an affine map of each channel, "
+                 "and a convolution followed by an affine map of each output channel is one "
+                 "convolution. Only floating-point rounding differs.",
+        },
+    },
+    "q4": {
+        "options": "abcd",
+        "key": "aace9fe6150fc9b6307c66a4f080181d0d9767ae3bf11211ba7e05555b1fa1b5",
+        "explanations": {
+            "a": "Recomputing the statistics needs no labels and no gradient step: run the "
+                 "network on the new images and take each BN layer's input mean and variance "
+                 "(AdaBN, Part C2).",
+            "b": "A BN layer's inputs depend on the statistics of the BN layers before it: "
+                 "computed with the old ones upstream, they describe inputs the recalibrated "
+                 "network never produces. Recalibrate one layer after the other (Part C2).",
+            "c": "",
+            "d": "Batch statistics at deployment make every output depend on the rest of the "
+                 "batch, and a batch of one outputs beta. AdaBN computes the new statistics "
+                 "once, on the new data, and inference then uses them as fixed moving "
+                 "statistics.",
         },
     },
 }
@@ -727,7 +788,7 @@ def compare_answer(rec, hidden=False):
 
 
 def check_answer(question, answer, hidden=False):
-    """``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
+    """Parts B and D: ``check_answer("q2", answer_q2)``; the hidden check grades the answer."""
     __tracebackhide__ = True  # noqa: F841
     judge(__name__, "compare_answer", record_answer(question, answer), hidden)
     print(f"answer_{question} = {answer!r}: " +

@@ -457,8 +457,29 @@ def test_float32_output_for_float64_input():
                          eps, axis)
 
     checks.check_backward(to_float32)  # the visible cases are float32
-    with pytest.raises(AssertionError, match=r"Most likely mistake \(lost precision\)"):
+    with pytest.raises(AssertionError, match=r"returned float32 for float64 input") as info:
         checks.check_backward(to_float32, hidden=True)
+    assert "the problem set asks for float64 out" in str(info.value).lower()
+    assert "Most likely mistake" not in str(info.value)
+    assert info.value.mistake is None and info.value.kind == "dtype"
+
+
+def test_float32_cast_of_right_values_fails_the_precision_rule():
+    """Values within the float64 tolerance, returned as float32: the dtype alone fails."""
+    def rounded(x, gamma, beta, eps=1e-3, axis=-1):
+        return tuple(v.astype(np.float32) for v in fwd_np_var(x.astype(np.float64), gamma,
+                                                               beta, eps, axis))
+
+    checks.check_forward_train(rounded)
+    with pytest.raises(AssertionError, match=r"returned float32 for float64 input") as info:
+        checks.check_forward_train(rounded, hidden=True)
+    assert info.value.kind == "dtype" and info.value.mistake is None
+
+
+def test_float64_output_for_float32_input_passes():
+    """The rule is about losing precision: float64 out for float32 in is accepted."""
+    checks.check_forward_train(fwd_float64)
+    checks.check_backward(bwd_float64)
 
 
 def test_no_stderr_even_when_the_learner_warns_or_prints(capfd):
@@ -547,11 +568,14 @@ def test_reference_is_course_lib_reference():
 # ----------------------------------------------------------------------------------------------
 # Part D: multiple choice
 
+KEY = {"q1": "b", "q2": "c", "q3": "a", "q4": "d"}
 
-@pytest.mark.parametrize("question,answer", [("q1", "b"), ("q2", "c"), ("q1", " B "), ("q2", "(c)")])
-def test_right_answers_pass(question, answer):
-    checks.check_answer(question, answer)
-    checks.check_answer(question, answer, hidden=True)
+
+@pytest.mark.parametrize("question", list(KEY))
+@pytest.mark.parametrize("style", [str, str.upper, lambda s: f" ({s}) "])
+def test_right_answers_pass(question, style):
+    checks.check_answer(question, style(KEY[question]))
+    checks.check_answer(question, style(KEY[question]), hidden=True)
 
 
 @pytest.mark.parametrize("question,answer,match", [
@@ -565,21 +589,34 @@ def test_answer_format_is_checked_visibly(question, answer, match):
         checks.check_answer(question, answer)
 
 
-@pytest.mark.parametrize("question,answer", [("q1", "a"), ("q1", "c"), ("q1", "d"),
-                                             ("q2", "a"), ("q2", "b"), ("q2", "d")])
+@pytest.mark.parametrize("question,answer", [(q, a) for q in KEY for a in "abcd" if a != KEY[q]])
 def test_wrong_answers_pass_the_format_check_and_fail_hidden(question, answer):
     checks.check_answer(question, answer)
-    with pytest.raises(AssertionError, match="is not the right answer. .{20,}"):
+    with pytest.raises(AssertionError, match="is not the right answer. .{40,}") as info:
         checks.check_answer(question, answer, hidden=True)
+    assert info.value.kind == "answer"
 
 
 def test_answer_keys_match_the_reasoning():
+    rng = np.random.default_rng(4)
     # q1: a training-mode BN on a batch of one example outputs beta.
     x = np.array([[0.3, -1.2, 2.0]])
     gamma, beta = np.array([1.5, 0.5, 2.0]), np.array([0.1, -0.2, 0.3])
     np.testing.assert_allclose(ref.batchnorm_forward_train(x, gamma, beta)[0][0], beta)
-    # q2: 100 Keras updates of a moving mean starting at 0 towards 5.
+    # q2: 100 Keras updates of a moving mean starting at 0 towards 5: about 3.17.
     moving = 0.0
     for _ in range(100):
         moving = ref.update_moving_average(moving, 5.0, 0.99)
-    assert 3.1 < moving < 3.2
+    assert round(moving, 2) == 3.17
+    # q3: whatever dy, the dx of a feature sum to zero (and dbeta, the q3 distractor, does not).
+    x = rng.normal(2.0, 3.0, (6, 4, 5))
+    dy = rng.normal(1.0, 1.0, x.shape)
+    dx, _, dbeta = ref.batchnorm_backward(dy, x, rng.uniform(0.5, 2.0, 4), 1e-3, axis=1)
+    np.testing.assert_allclose(dx.sum(axis=(0, 2)), 0.0, atol=1e-12)
+    assert np.all(np.abs(dbeta) > 1.0)
+    # q4: scaling x by 10 leaves y unchanged (eps aside; here eps is negligible).
+    x = rng.normal(2.0, 3.0, (8, 5))
+    gamma, beta = rng.uniform(0.5, 2.0, 5), rng.normal(0.0, 1.0, 5)
+    y = ref.batchnorm_forward_train(x, gamma, beta, 1e-12)[0]
+    np.testing.assert_allclose(ref.batchnorm_forward_train(10 * x, gamma, beta, 1e-12)[0], y,
+                               rtol=1e-9, atol=1e-9)

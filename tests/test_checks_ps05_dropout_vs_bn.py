@@ -338,7 +338,7 @@ def test_reference_implementation_is_refused():
 # ----------------------------------------------------------------------------------------------
 # Part A: multiple choice
 
-KEY = {"q1": "c", "q2": "b", "q3": "a", "q4": "d"}
+KEY = {"q1": "c", "q2": "a", "q3": "d", "q4": "b"}
 
 
 @pytest.mark.parametrize("question", list(KEY))
@@ -364,9 +364,39 @@ def test_answer_format_is_checked_visibly(answer, match):
 
 
 def test_answer_records_are_plain_data():
-    rec = checks.record_answer("q2", "b")
+    rec = checks.record_answer("q2", KEY["q2"])
     assert json.loads(json.dumps(rec)) == rec
     checks.compare_answer(rec, hidden=True)
+
+
+def test_q2_key_a_bias_before_bn_is_cancelled():
+    """Adding a bias b to every example leaves training-mode BN unchanged: its gradient is 0."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(1.0, 2.0, size=(32, 3))  # Wu
+    b = np.array([0.5, -3.0, 10.0])
+    gamma, beta = rng.uniform(0.5, 2.0, 3), rng.normal(0.0, 1.0, 3)
+    y = ref.batchnorm_forward_train(z, gamma, beta)[0]
+    np.testing.assert_allclose(ref.batchnorm_forward_train(z + b, gamma, beta)[0], y,
+                               rtol=1e-12, atol=1e-12)
+    dy = rng.normal(size=z.shape)
+    dx = ref.batchnorm_backward(dy, z + b, gamma)[0]
+    np.testing.assert_allclose(dx.sum(axis=0), 0.0, atol=1e-12)  # d loss / d b
+
+
+def test_q4_key_dropout_before_bn_shifts_the_variance():
+    """Dropout keeps the mean and raises the variance BN learns in training; at inference the
+    variance is the smaller Var[x]: the moving variance BN divides by is too large. Measured by
+    enumerating the mask exactly, for units of several means."""
+    rng = np.random.default_rng(5)
+    for p in (0.5, 0.8, 0.95):
+        for loc in (0.0, 1.0, 3.0):
+            x = rng.normal(loc, 1.0, 200)
+            values = np.concatenate([x / p, np.zeros_like(x)])
+            weights = np.concatenate([np.full(x.size, p / x.size), np.full(x.size, (1 - p) / x.size)])
+            mean_train = np.average(values, weights=weights)
+            var_train = np.average((values - mean_train) ** 2, weights=weights)
+            np.testing.assert_allclose(mean_train, x.mean(), rtol=1e-12, atol=1e-12)
+            assert var_train > x.var() * 1.04  # the variance BN learns, above inference's
 
 
 def test_q3_key_gamma_and_beta_undo_the_normalisation():

@@ -342,10 +342,10 @@ def test_population_alternatives_pass(fn, hidden):
     checks.check_population_statistics(fn, hidden=hidden)
 
 
-def _pop(factor, ddof=0, pooled=False, last_axis=False):
+def _pop(factor, ddof=0, pooled=False, fixed_axis=None):
     def fn(x, batch_size, axis=-1):
-        if last_axis:
-            axis = -1
+        if fixed_axis is not None:
+            axis = fixed_axis
         axes = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
         if pooled:
             return x.mean(axis=axes), x.var(axis=axes, ddof=ddof)
@@ -378,10 +378,17 @@ def test_population_mistakes_are_named(label):
 
 
 def test_population_wrong_feature_axis_is_named_on_channels_first_images():
-    fn = _pop(lambda m, b: m / (m - 1), last_axis=True)
+    fn = _pop(lambda m, b: m / (m - 1), fixed_axis=-1)
     checks.check_population_statistics(fn)  # the visible cases are channels last
     with pytest.raises(AssertionError, match=r"Most likely mistake \(wrong feature axis\)"):
         checks.check_population_statistics(fn, hidden=True)
+
+
+def test_population_features_always_on_axis_1_are_named():
+    fn = _pop(lambda m, b: m / (m - 1), fixed_axis=1)
+    for hidden in (False, True):  # right on dense layers and channels first, wrong elsewhere
+        with pytest.raises(AssertionError, match=r"Most likely mistake \(wrong feature axis\)"):
+            checks.check_population_statistics(fn, hidden=hidden)
 
 
 def _one_bn_model(x, axis):
@@ -552,18 +559,21 @@ def test_numpy_records_are_plain_data():
 # ----------------------------------------------------------------------------------------------
 # Multiple choice
 
-
-@pytest.mark.parametrize("answer", ["b", "B", " (b) "])
-def test_right_answer_passes(answer):
-    checks.check_answer("q1", answer)
-    checks.check_answer("q1", answer, hidden=True)
+KEY = {"q1": "b", "q2": "d", "q3": "a", "q4": "c"}
 
 
-@pytest.mark.parametrize("answer", ["a", "c", "d"])
-def test_wrong_answers_fail_hidden_with_an_explanation(answer):
-    checks.check_answer("q1", answer)
+@pytest.mark.parametrize("question", list(KEY))
+@pytest.mark.parametrize("style", [str, str.upper, lambda s: f" ({s}) "])
+def test_right_answers_pass(question, style):
+    checks.check_answer(question, style(KEY[question]))
+    checks.check_answer(question, style(KEY[question]), hidden=True)
+
+
+@pytest.mark.parametrize("question,answer", [(q, a) for q in KEY for a in "abcd" if a != KEY[q]])
+def test_wrong_answers_fail_hidden_with_an_explanation(question, answer):
+    checks.check_answer(question, answer)
     with pytest.raises(AssertionError, match="is not the right answer. .{40,}"):
-        checks.check_answer("q1", answer, hidden=True)
+        checks.check_answer(question, answer, hidden=True)
 
 
 def test_q1_key_matches_keras():
@@ -576,3 +586,62 @@ def test_q1_key_matches_keras():
     y = keras.ops.convert_to_numpy(layer(x, training=True))
     np.testing.assert_allclose(y, keras.ops.convert_to_numpy(layer(x, training=False)))
     np.testing.assert_array_equal(layer.moving_mean.numpy(), np.zeros(3))
+
+
+def test_q2_key_inference_does_not_depend_on_the_batch():
+    """At inference (moving statistics) an example gets the same output alone or in a batch;
+    with the statistics of the batch (training mode) a batch of one gives beta."""
+    layer = keras.layers.BatchNormalization(beta_initializer="ones")
+    x = np.random.default_rng(1).normal(3.0, 2.0, (8, 3)).astype("float32")
+    layer.build(x.shape)
+    layer.moving_mean.assign([1.0, 2.0, 3.0])
+    alone = keras.ops.convert_to_numpy(layer(x[:1], training=False))
+    together = keras.ops.convert_to_numpy(layer(x, training=False))[:1]
+    np.testing.assert_allclose(alone, together, rtol=1e-6)
+    one = keras.ops.convert_to_numpy(layer(x[:1], training=True))
+    np.testing.assert_allclose(one, np.ones((1, 3)), atol=1e-6)
+
+
+def test_q3_key_folding_holds_in_inference_mode_only():
+    """conv2d with the folded kernel and bias equals Keras's Conv2D + BN in inference mode, and
+    differs from it in training mode (batch statistics)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.5, 1.0, (4, 6, 7, 2)).astype("float32")
+    conv = keras.layers.Conv2D(3, (3, 2))
+    bn = keras.layers.BatchNormalization()
+    model = keras.Sequential([keras.Input(x.shape[1:]), conv, bn])
+    bn.moving_mean.assign(rng.normal(0.0, 1.0, 3))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, 3))
+    bn.gamma.assign(rng.uniform(0.5, 2.0, 3))
+    bn.beta.assign(rng.normal(0.0, 1.0, 3))
+    kernel, bias = (w.numpy() for w in conv.weights)
+    bias = rng.normal(0.0, 1.0, 3).astype("float32")
+    conv.bias.assign(bias)
+    s = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    folded = checks.conv2d(x, kernel * s, (bias - bn.moving_mean.numpy()) * s + bn.beta.numpy())
+    inference = keras.ops.convert_to_numpy(model(x, training=False))
+    training = keras.ops.convert_to_numpy(model(x, training=True))
+    np.testing.assert_allclose(folded, inference, rtol=1e-4, atol=1e-4)
+    assert np.max(np.abs(folded - training)) > 0.1
+
+
+def test_q4_key_layer_by_layer_statistics_are_the_networks_own():
+    """Without labels, course_lib.recalibrate_batchnorm (AdaBN) recomputes each BN layer's
+    statistics one layer after the other: they are then the mean and variance of that layer's
+    inputs in the recalibrated network. Computed all at once, with the old statistics upstream,
+    the second layer's would not be."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 2.0, (64, 5))
+    dense1, dense2 = (keras.layers.Dense(u, use_bias=False, dtype="float64") for u in (4, 3))
+    bn1, bn2 = (keras.layers.BatchNormalization(dtype="float64") for _ in range(2))
+    model = keras.Sequential([keras.Input((5,), dtype="float64"), dense1, bn1,
+                              keras.layers.ReLU(dtype="float64"), dense2, bn2])
+    bn1.moving_mean.assign(rng.normal(0.0, 0.2, 4))
+    bn1.moving_variance.assign(rng.uniform(0.5, 1.0, 4))
+    stale = keras.Model(model.inputs[0], dense2.output)(x, training=False)  # old statistics
+    course_lib.recalibrate_batchnorm(model, x, batch_size=16, method="adabn")
+    z2 = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], dense2.output)(x, training=False))
+    np.testing.assert_allclose(bn2.moving_mean.numpy(), z2.mean(axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(bn2.moving_variance.numpy(), z2.var(axis=0), rtol=1e-9)
+    stale = keras.ops.convert_to_numpy(stale)
+    assert np.max(np.abs(stale.mean(axis=0) - z2.mean(axis=0))) > 0.1

@@ -40,6 +40,8 @@ def batchnorm_backward(dy, x, gamma, eps=1e-3, axis=-1):
 ''',
         "D_q1_answer": 'answer_q1 = "B"',
         "D_q2_answer": 'answer_q2 = " c "',
+        "D_q3_answer": 'answer_q3 = "A"',
+        "D_q4_answer": 'answer_q4 = "(d)"',
     },
     "einsum after moving the feature axis last": {
         "A_forward_train": '''
@@ -233,5 +235,10 @@ def batchnorm_backward(dy, x, gamma, eps=1e-3, axis=-1):
         "cells": {"D_q2_answer": 'answer_q2 = "a"'},
         "message": "with momentum reversed",
         "part": "D_q2",
+    },
+    "q4: BN's output taken to scale with its input": {
+        "cells": {"D_q4_answer": 'answer_q4 = "a"'},
+        "message": "multiplied by 10 as well",
+        "part": "D_q4",
     },
 }

@@ -26,8 +26,8 @@ def channel_statistics(x, data_format="channels_last"):
     return flat.mean(axis=0), flat.var(axis=0)
 ''',
         "A_q1_answer": 'answer_q1 = "C"',
-        "A_q2_answer": 'answer_q2 = " b "',
-        "A_q3_answer": 'answer_q3 = "(a)"',
+        "A_q2_answer": 'answer_q2 = " a "',
+        "A_q3_answer": 'answer_q3 = "(d)"',
     },
     "float64, einsum and keepdims": {
         "B_dropout_variances": '''
@@ -52,7 +52,7 @@ def channel_statistics(x, data_format="channels_last"):
     axes = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
     return x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
 ''',
-        "A_q4_answer": 'answer_q4 = "D"',
+        "A_q4_answer": 'answer_q4 = "B"',
     },
 }
 
@@ -104,5 +104,10 @@ def channel_statistics(x, data_format="channels_last"):
         "cells": {"A_q1_answer": 'answer_q1 = "a"'},
         "message": "Santurkar et al. (2018) contest it",
         "part": "A_q1",
+    },
+    "q4: Dropout's variance taken as kept by the 1/p": {
+        "cells": {"A_q4_answer": 'answer_q4 = "c"'},
+        "message": "The 1/p keeps the MEAN",
+        "part": "A_q4",
     },
 }

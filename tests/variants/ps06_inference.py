@@ -42,6 +42,7 @@ def adabn_statistics(x, params, eps=1e-3):
     return tuple(out)
 ''',
         "B_q1_answer": 'answer_q1 = "B"',
+        "D_q3_answer": 'answer_q3 = " (a) "',
     },
     "einsum, float64, a wrapper layer with training=False, keepdims": {
         "A_fold_conv_bn": '''
@@ -163,5 +164,10 @@ def adabn_statistics(x, params, eps=1e-3):
         "cells": {"B_q1_answer": 'answer_q1 = "a"'},
         "message": "That is PyTorch's behaviour",
         "part": "B_q1",
+    },
+    "q2: batch statistics at inference": {
+        "cells": {"D_q2_answer": 'answer_q2 = "a"'},
+        "message": "a batch of one has variance 0",
+        "part": "D_q2",
     },
 }
