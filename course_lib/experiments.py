@@ -56,6 +56,10 @@ __all__ = [
     "build_noisy_bn_mlp",
     "verdict",
     "verdict_rule",
+    "TimeVaryingNoise",
+    "build_santurkar_noisy_bn_mlp",
+    "build_santurkar_noisy_bn_mlp_replicas",
+    "replica_gradient_norms",
 ]
 
 # The percentiles of Figure 1(b, c) of the paper.
@@ -762,3 +766,581 @@ def steps_to_match(baseline, other, window=1):
         if len(reached):
             steps[i] = other_steps[reached[0]]
     return horizons, steps
+
+
+# --- Chapter 6: noisy BN as Santurkar et al. published it, and gradients per replica. --------
+
+
+@keras.saving.register_keras_serializable(package="course_lib")
+class TimeVaryingNoise(keras.layers.Layer):
+    """The noise of Santurkar et al.'s "noisy BN": i.i.d. per example and activation, with a
+    mean and a variance that are themselves redrawn at every training step.
+
+    In training, every call first draws, for each feature ``j`` (every axis but the batch
+    axis), the noise's mean ``m_j`` and standard deviation ``s_j``; then every activation of
+    every example gets its own noise from ``N(m_j, s_j**2)``. At inference the layer is the
+    identity:
+
+    ```
+    training:   m_j ~ Uniform(-mean_range, mean_range),  s_j ~ Uniform(std_range)   (each call)
+                y_ij = x_ij + m_j + s_j * e_ij,           e_ij ~ N(0, 1)            (each example i)
+    inference:  y = x
+    ```
+
+    Placed after Batch Normalization, the distribution of each unit's output moves at every
+    step (its mean by ``m_j``, its variance from about 1 to about ``1 + s_j**2``), on top of the
+    noise each example gets. The distributions of ``m`` and ``s`` are this course's choice;
+    the paper specifies only noise "with non-zero mean and non-unit variance" whose
+    distribution changes at each time step.
+
+    Args:
+        mean_range: Half-width of the uniform distribution of the means, ``>= 0``.
+        std_range: ``(low, high)`` of the uniform standard deviations, ``0 <= low <= high``.
+        seed: Optional integer seed of the layer's random generator.
+
+    Reference:
+        Santurkar, Tsipras, Ilyas & Madry, "How Does Batch Normalization Help Optimization?",
+        NeurIPS 2018, section 2.1. https://arxiv.org/abs/1805.11604
+
+    >>> layer = TimeVaryingNoise(mean_range=1.0, std_range=(0.5, 1.5), seed=0)
+    >>> x = np.ones((3, 2), dtype="float32")
+    >>> bool(np.all(np.asarray(layer(x, training=False)) == x))
+    True
+    """
+
+    def __init__(self, mean_range=1.0, std_range=(0.5, 1.5), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not mean_range >= 0:
+            raise ValueError(f"`mean_range` must be >= 0. Received: mean_range={mean_range!r}")
+        low, high = std_range
+        if not 0 <= low <= high:
+            raise ValueError(
+                f"`std_range` must be (low, high) with 0 <= low <= high. Received: std_range={std_range!r}"
+            )
+        self.mean_range = float(mean_range)
+        self.std_range = (float(low), float(high))
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        features = (1, *inputs.shape[1:])
+        low, high = self.std_range
+        mean = keras.random.uniform(features, -self.mean_range, self.mean_range,
+                                    seed=self.seed_generator)
+        std = keras.random.uniform(features, low, high, seed=self.seed_generator)
+        noise = keras.random.normal(keras.ops.shape(inputs), seed=self.seed_generator)
+        dtype = inputs.dtype
+        return (inputs + keras.ops.cast(mean, dtype)
+                + keras.ops.cast(std, dtype) * keras.ops.cast(noise, dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = {"mean_range": self.mean_range, "std_range": list(self.std_range),
+                  "seed": self.seed}
+        return {**super().get_config(), **config}
+
+
+def build_santurkar_noisy_bn_mlp(*, mean_range=1.0, std_range=(0.5, 1.5), hidden_layers=3,
+                                 units=100, seed=0):
+    """:func:`build_mlp` with BN, plus a :class:`TimeVaryingNoise` after every BN layer.
+
+    Same layer names as ``build_mlp(batch_norm=True)`` (``noise_i`` added) and the same initial
+    weights for the same seed.
+    """
+    from course_lib.batch_normalization import BatchNormalization
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(784,), name="images")
+    h = inputs
+    for i in range(1, hidden_layers + 1):
+        h = keras.layers.Dense(units, use_bias=False, name=f"dense_{i}")(h)
+        h = BatchNormalization(name=f"batch_norm_{i}")(h)
+        h = TimeVaryingNoise(mean_range, std_range, seed=seed + i, name=f"noise_{i}")(h)
+        h = keras.layers.Activation("sigmoid", name=f"sigmoid_{i}")(h)
+    outputs = keras.layers.Dense(10, name="logits")(h)
+    return keras.Model(inputs, outputs, name="mlp_with_santurkar_noisy_bn")
+
+
+def build_santurkar_noisy_bn_mlp_replicas(*, seeds, mean_range=1.0, std_range=(0.5, 1.5),
+                                          hidden_layers=3, units=100):
+    """K replicas of :func:`build_santurkar_noisy_bn_mlp`, for ``replicas.fit_replicas``.
+
+    The replicas of ``replicas.build_mlp_replicas(True, ...)`` (replica ``k`` starts from the
+    weights of ``build_mlp(True, seed=seeds[k])``) with a :class:`TimeVaryingNoise` after every
+    BN layer, on the stacked ``(batch, K, units)`` activations: every replica, unit and example
+    gets its own noise, and every replica and unit its own mean and variance at each step.
+    ``replicas.extract_replica`` returns a :func:`build_santurkar_noisy_bn_mlp`.
+    """
+    from course_lib import replicas
+
+    base = replicas.build_mlp_replicas(True, seeds=seeds, hidden_layers=hidden_layers,
+                                       units=units)
+    spec = base.replica_spec
+    inputs = keras.Input(shape=(spec.replicas, 784), name="images")
+    h = inputs
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        h = layer(h)
+        if layer.name.startswith("batch_norm_") and layer.name.endswith("_unflatten"):
+            i = int(layer.name.split("_")[2])
+            h = TimeVaryingNoise(mean_range, std_range, seed=spec.seeds[0] + i,
+                                 name=f"noise_{i}")(h)
+    model = keras.Model(inputs, h, name=f"mlp_with_santurkar_noisy_bn_x{spec.replicas}")
+    options = dict(mean_range=mean_range, std_range=tuple(std_range),
+                   hidden_layers=hidden_layers, units=units)
+    model.replica_spec = replicas.ReplicaSpec(
+        builder="build_santurkar_noisy_bn_mlp", options=tuple(sorted(options.items())),
+        seeds=spec.seeds, input_shape=spec.input_shape)
+    return model
+
+
+def replica_gradient_norms(model, x, y):
+    """:func:`gradient_norms` for every replica of a ``course_lib.replicas`` model at once.
+
+    The loss is the sum over the replicas of each replica's mean softmax cross-entropy on the
+    same ``x, y`` (training mode), as in ``replicas.fit_replicas``: replica ``k``'s slice of
+    each stacked kernel's gradient is then exactly the gradient of its own single model. The
+    moving statistics are restored afterwards. TensorFlow backend.
+
+    Args:
+        model: A model from a ``build_*_replicas`` function (stacked dense kernels
+            ``(K, in, out)``, grouped convolution kernels ``(h, w, C, K * F)``).
+        x, y: Single-model inputs and integer labels, shared by every replica.
+
+    Returns:
+        ``(K, layers)`` float array: the norm of replica ``k``'s slice of each kernel's gradient,
+        in the order of ``model.layers`` (the order :func:`gradient_norms` uses on a replica).
+    """
+    import tensorflow as tf
+
+    from course_lib.replicas import StackedDense
+
+    k = model.replica_spec.replicas
+    layers = [layer for layer in model.layers if isinstance(layer, (StackedDense, keras.layers.Conv2D))]
+    kernels = [layer.kernel for layer in layers]
+    saved = [np.array(keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
+    x = np.asarray(x, dtype=keras.backend.standardize_dtype(model.inputs[0].dtype))
+    stacked = np.broadcast_to(x[:, None], (len(x), k, *x.shape[1:]))
+    labels = np.broadcast_to(np.asarray(y, dtype="int32")[:, None], (len(x), k))
+    with tf.GradientTape() as tape:
+        logits = model(stacked, training=True)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        loss = tf.reduce_sum(tf.reduce_mean(losses, axis=0))
+    grads = tape.gradient(loss, kernels)
+    for variable, value in zip(model.non_trainable_variables, saved):
+        variable.assign(value)
+    norms = np.zeros((k, len(layers)))
+    for j, (layer, g) in enumerate(zip(layers, grads)):
+        g = keras.ops.convert_to_numpy(g)
+        if isinstance(layer, StackedDense):
+            per_replica = g.reshape(k, -1)
+        else:  # a grouped convolution: replica r owns output channels r*F .. (r+1)*F - 1
+            per_replica = np.moveaxis(g.reshape(*g.shape[:-1], k, -1), -2, 0).reshape(k, -1)
+        norms[:, j] = np.linalg.norm(per_replica, axis=1)
+    return norms
+
+
+# --- Chapters 4 and 9: the paper's Gaussian initial weights; BN before or after the ReLU. ----
+
+__all__ += ["gaussian_initial_weights", "PLACEMENTS", "build_placement_mlp",
+            "build_placement_mlp_replicas"]
+
+#: Where chapter 4 puts BN relative to the ReLU (``"none"``: no BN, the reference).
+PLACEMENTS = ("before", "after", "none")
+
+
+def gaussian_initial_weights(model, stddev=0.01, *, seed=None):
+    """Re-draw every dense kernel from ``N(0, stddev**2)`` and set every dense bias to zero.
+
+    Ioffe & Szegedy (2015) initialise the Figure 1 network with "small random Gaussian values"
+    and give no scale; :func:`build_mlp` uses Keras's default (Glorot uniform). This gives a
+    model of ``Dense`` layers (:func:`build_mlp`) or a ``replicas.build_mlp_replicas`` model the
+    paper's kind of initialisation, with a scale of your choice:
+
+    - a single model: a NumPy generator seeded with ``seed`` draws the kernels layer after layer,
+      in the order of ``model.layers`` (each of shape ``(in, out)``);
+    - a replicated model (leave ``seed`` None): replica ``k`` gets exactly the draws of the
+      single model with ``seed=model.replica_spec.seeds[k]``.
+
+    Two models of the same shapes (with and without BN) and the same seed thus start from the
+    same kernels. BN's ``gamma``, ``beta`` and moving statistics are left as they are.
+
+    Args:
+        model: A model whose dense layers are ``keras.layers.Dense`` or ``replicas.StackedDense``.
+        stddev: Standard deviation of the kernels.
+        seed: Seed of the draws for a single model; None for a replicated model.
+
+    Returns:
+        ``model``, changed in place.
+    """
+    import numbers
+
+    from course_lib.replicas import StackedDense
+
+    if isinstance(stddev, bool) or not isinstance(stddev, numbers.Real) or not stddev > 0:
+        raise ValueError(f"`stddev` must be a positive number. Received: stddev={stddev!r}")
+    layers = [layer for layer in model.layers if isinstance(layer, (keras.layers.Dense, StackedDense))]
+    if not layers:
+        raise ValueError(f"`model` has no Dense layer. Received: model={model.name!r}")
+    spec = getattr(model, "replica_spec", None)
+    if (spec is None) == (seed is None):
+        raise ValueError("Give `seed` for a single model and no `seed` for a replicated model "
+                         f"(each replica uses its own). Received: seed={seed!r}, replicated="
+                         f"{spec is not None}")
+
+    def draws(s):
+        rng = np.random.default_rng(s)
+        return [rng.normal(0.0, stddev, size=tuple(layer.kernel.shape[-2:])) for layer in layers]
+
+    if spec is None:
+        kernels = draws(seed)
+    else:
+        per_replica = [draws(s) for s in spec.seeds]
+        kernels = [np.stack([p[i] for p in per_replica]) for i in range(len(layers))]
+    for layer, kernel in zip(layers, kernels):
+        layer.kernel.assign(kernel.astype(layer.kernel.dtype))
+        if layer.bias is not None:
+            layer.bias.assign(np.zeros(layer.bias.shape, dtype=layer.bias.dtype))
+    return model
+
+
+def _check_placement(placement):
+    if placement not in PLACEMENTS:
+        raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: placement={placement!r}")
+
+
+def build_placement_mlp(placement="before", *, hidden_layers=3, units=100, num_classes=10,
+                        input_dim=784, seed=0):
+    """Chapter 4's ReLU network with BN before every ReLU, after it, or nowhere.
+
+    - ``"before"``: ``Dense (no bias) -> BN -> ReLU``, the paper's placement; this is
+      ``build_norm_mlp("bn", activation="relu")``;
+    - ``"after"``: ``Dense -> ReLU -> BN``; the dense layer keeps its bias, which decides what
+      the ReLU cuts off before BN sees it;
+    - ``"none"``: ``Dense -> ReLU``, no BN: ``build_norm_mlp("none", activation="relu")``.
+
+    Layers are named ``dense_i``, ``norm_i``, ``relu_i`` and ``logits``. For the same seed the
+    three start from the same kernels (the dense layers are created in the same order, biases
+    start at zero and BN has no random weights).
+
+    Returns:
+        An uncompiled ``keras.Model``.
+    """
+    _check_placement(placement)
+    shape = dict(hidden_layers=hidden_layers, units=units, num_classes=num_classes,
+                 input_dim=input_dim, seed=seed)
+    if placement != "after":
+        return build_norm_mlp("bn" if placement == "before" else "none", activation="relu", **shape)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(input_dim,), name="images")
+    h = inputs
+    for i in range(1, hidden_layers + 1):
+        h = keras.layers.Dense(units, name=f"dense_{i}")(h)
+        h = keras.layers.Activation("relu", name=f"relu_{i}")(h)
+        h = normalization_layer("bn", f"norm_{i}")(h)
+    outputs = keras.layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name="mlp_bn_after_relu")
+
+
+def build_placement_mlp_replicas(placement="before", *, seeds, hidden_layers=3, units=100,
+                                 num_classes=10, input_dim=784):
+    """K replicas of :func:`build_placement_mlp`, for ``replicas.fit_replicas``.
+
+    ``"before"`` and ``"none"`` are ``replicas.build_norm_mlp_replicas`` with ReLU; ``"after"``
+    takes the ``"none"`` replicas and puts a BN layer after every ReLU, on the stacked
+    ``(batch, K * units)`` features (every replica and unit its own feature, as in
+    ``replicas``). Replica ``k`` starts from the weights of
+    ``build_placement_mlp(placement, seed=seeds[k])``, and ``replicas.extract_replica`` returns
+    that model.
+    """
+    from course_lib import replicas
+
+    _check_placement(placement)
+    shape = dict(hidden_layers=hidden_layers, units=units, num_classes=num_classes,
+                 input_dim=input_dim)
+    if placement != "after":
+        return replicas.build_norm_mlp_replicas("bn" if placement == "before" else "none",
+                                                seeds=seeds, activation="relu", **shape)
+    base = replicas.build_norm_mlp_replicas("none", seeds=seeds, activation="relu", **shape)
+    spec = base.replica_spec
+    k = spec.replicas
+    inputs = keras.Input(shape=(k, input_dim), name="images")
+    h = inputs
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        h = layer(h)
+        if layer.name.startswith("relu_"):
+            i = layer.name.split("_")[1]
+            h = keras.layers.Reshape((k * units,), name=f"norm_{i}_flatten")(h)
+            h = normalization_layer("bn", f"norm_{i}")(h)
+            h = keras.layers.Reshape((k, units), name=f"norm_{i}_unflatten")(h)
+    model = keras.Model(inputs, h, name=f"mlp_bn_after_relu_x{k}")
+    model.replica_spec = replicas.ReplicaSpec(
+        builder="build_placement_mlp", options=tuple(sorted({"placement": "after", **shape}.items())),
+        seeds=spec.seeds, input_shape=spec.input_shape)
+    return model
+
+
+# --- Chapter 12: K seeds of course_lib.transformer's classifier as one model. -----------------
+
+__all__ += ["StackedTransformerClassifier", "build_transformer_replicas"]
+
+
+@keras.saving.register_keras_serializable(package="course_lib")
+class StackedTransformerClassifier(keras.layers.Layer):
+    """K replicas of ``transformer.build_transformer_classifier`` in one layer (chapter 12).
+
+    Every weight of the single classifier gets a leading replica axis ``K``, and replica ``k``
+    computes exactly what the single model computes with the weights ``w[k]``:
+
+    ```
+    x = E[tokens] + P                                      (token and position embeddings)
+    pre:   x = x + Attn(N1(x));   x = x + FF(N2(x))        (per block), then a final N
+    post:  x = N1(x + Attn(x));   x = N2(x + FF(x))
+    logits = mean over positions(x) @ W + b
+    ```
+
+    with ``Attn`` the scaled dot-product attention of ``keras.layers.MultiHeadAttention``,
+    ``FF(h) = Dense(d_model)(gelu(Dense(ff_dim)(h)))`` and ``N`` layer normalization
+    (``gamma``, ``beta``) or RMS normalization (``scale``) over the features, epsilon ``1e-6``.
+    Internally the activations are laid out ``(K, batch, length, features)``, so that every
+    dense map is one batched matmul over ``K``: the graph does not grow with ``K``, which is
+    what makes five seeds of several arms affordable on a CPU (the single models, side by
+    side in one graph, would cost a trace each).
+
+    Differences from the single model: no dropout, no padding mask, no causal mask (chapter
+    12's task needs none of them). ``tests/test_experiments.py`` checks the outputs against the
+    single models for both norms and both positions.
+
+    Args:
+        replicas: K.
+        vocab_size, sequence_length, num_classes, d_model, num_heads, ff_dim, num_layers,
+            norm, norm_position: As for ``build_transformer_classifier``.
+        epsilon: The normalizations' epsilon (``TransformerBlock``'s default, ``1e-6``).
+        **kwargs: Base layer arguments.
+
+    Call arguments:
+        tokens: Integer token ids ``(batch, K, length)``; replica ``k`` reads ``tokens[:, k]``.
+
+    Returns:
+        Logits ``(batch, K, num_classes)``.
+    """
+
+    def __init__(self, replicas, vocab_size, sequence_length, num_classes, d_model=32,
+                 num_heads=2, ff_dim=64, num_layers=2, norm="layer", norm_position="pre",
+                 epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        from course_lib import transformer
+
+        for name, value in [("replicas", replicas), ("vocab_size", vocab_size),
+                            ("sequence_length", sequence_length), ("num_classes", num_classes),
+                            ("d_model", d_model), ("num_heads", num_heads), ("ff_dim", ff_dim),
+                            ("num_layers", num_layers)]:
+            transformer._check_positive_int(name, value)
+        if d_model % num_heads:
+            raise ValueError("`num_heads` must divide `d_model`. "
+                             f"Received: d_model={d_model}, num_heads={num_heads}")
+        self.norm = transformer._check_choice("norm", norm, transformer._NORMS)
+        self.norm_position = transformer._check_choice("norm_position", norm_position,
+                                                       transformer._POSITIONS)
+        self.epsilon = transformer._check_epsilon(epsilon)
+        self.replicas, self.vocab_size = int(replicas), int(vocab_size)
+        self.sequence_length, self.num_classes = int(sequence_length), int(num_classes)
+        self.d_model, self.num_heads = int(d_model), int(num_heads)
+        self.ff_dim, self.num_layers = int(ff_dim), int(num_layers)
+
+    def _add(self, name, shape, initializer="zeros"):
+        return self.add_weight(name=name, shape=(self.replicas, *shape), initializer=initializer)
+
+    def _add_norm(self, prefix):
+        if self.norm == "rms":
+            return {"scale": self._add(f"{prefix}_scale", (self.d_model,), "ones")}
+        return {"gamma": self._add(f"{prefix}_gamma", (self.d_model,), "ones"),
+                "beta": self._add(f"{prefix}_beta", (self.d_model,))}
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[1] != self.replicas:
+            raise ValueError(f"The inputs must be token ids (batch, {self.replicas}, length). "
+                             f"Received: input_shape={tuple(input_shape)}")
+        if input_shape[2] is not None and input_shape[2] > self.sequence_length:
+            raise ValueError("The inputs are longer than `sequence_length`. Received: "
+                             f"input_shape={tuple(input_shape)}, "
+                             f"sequence_length={self.sequence_length}")
+        d, h = self.d_model, self.num_heads
+        e = d // h
+        self.token_embedding = self._add("token_embedding", (self.vocab_size, d))
+        self.position_embedding = self._add("position_embedding", (self.sequence_length, d))
+        self.blocks = []
+        for i in range(self.num_layers):
+            block = {}
+            for part in ("query", "key", "value"):
+                block[f"{part}_kernel"] = self._add(f"block_{i}_{part}_kernel", (d, h, e))
+                block[f"{part}_bias"] = self._add(f"block_{i}_{part}_bias", (h, e))
+            block["output_kernel"] = self._add(f"block_{i}_output_kernel", (h, e, d))
+            block["output_bias"] = self._add(f"block_{i}_output_bias", (d,))
+            block["attention_norm"] = self._add_norm(f"block_{i}_attention_norm")
+            block["ffn_inner_kernel"] = self._add(f"block_{i}_ffn_inner_kernel", (d, self.ff_dim))
+            block["ffn_inner_bias"] = self._add(f"block_{i}_ffn_inner_bias", (self.ff_dim,))
+            block["ffn_outer_kernel"] = self._add(f"block_{i}_ffn_outer_kernel", (self.ff_dim, d))
+            block["ffn_outer_bias"] = self._add(f"block_{i}_ffn_outer_bias", (d,))
+            block["ffn_norm"] = self._add_norm(f"block_{i}_ffn_norm")
+            self.blocks.append(block)
+        self.final_norm = self._add_norm("final_norm") if self.norm_position == "pre" else None
+        self.logits_kernel = self._add("logits_kernel", (d, self.num_classes))
+        self.logits_bias = self._add("logits_bias", (self.num_classes,))
+
+    def _normalize(self, x, weights):
+        """LN or RMSNorm of ``x`` (K, B, L, d) over d, with replica k's own weights."""
+        def per_replica(w):
+            return keras.ops.reshape(w, (self.replicas, 1, 1, self.d_model))
+
+        if self.norm == "rms":
+            mean_square = keras.ops.mean(keras.ops.square(x), axis=-1, keepdims=True)
+            scaled = x * keras.ops.rsqrt(mean_square + self.epsilon)
+            return scaled * per_replica(weights["scale"])
+        centred = x - keras.ops.mean(x, axis=-1, keepdims=True)
+        var = keras.ops.mean(keras.ops.square(centred), axis=-1, keepdims=True)
+        return (centred * keras.ops.rsqrt(var + self.epsilon) * per_replica(weights["gamma"])
+                + per_replica(weights["beta"]))
+
+    def _dense(self, x, kernel, bias):
+        """``x @ kernel[k] + bias[k]`` for each replica: one batched matmul on (K, B * L, in)."""
+        k, batch, length, width = keras.ops.shape(x)
+        y = keras.ops.matmul(keras.ops.reshape(x, (k, -1, width)), keras.ops.reshape(kernel, (k, width, -1)))
+        return keras.ops.reshape(y, (k, batch, length, -1)) + keras.ops.reshape(bias, (k, 1, 1, -1))
+
+    def _attend(self, x, block):
+        k, batch, length, _ = keras.ops.shape(x)
+        h, e = self.num_heads, self.d_model // self.num_heads
+
+        def heads(part):  # (K, B, L, h * e) -> (K, B, h, L, e)
+            y = self._dense(x, block[f"{part}_kernel"], block[f"{part}_bias"])
+            return keras.ops.transpose(keras.ops.reshape(y, (k, batch, length, h, e)), (0, 1, 3, 2, 4))
+
+        query = heads("query") * (1.0 / float(e) ** 0.5)
+        keys = keras.ops.transpose(heads("key"), (0, 1, 2, 4, 3))
+        scores = keras.ops.softmax(keras.ops.matmul(query, keys), axis=-1)
+        out = keras.ops.transpose(keras.ops.matmul(scores, heads("value")), (0, 1, 3, 2, 4))
+        return self._dense(keras.ops.reshape(out, (k, batch, length, h * e)), block["output_kernel"],
+                           block["output_bias"])
+
+    def _feed_forward(self, x, block):
+        inner = keras.activations.gelu(
+            self._dense(x, block["ffn_inner_kernel"], block["ffn_inner_bias"]))
+        return self._dense(inner, block["ffn_outer_kernel"], block["ffn_outer_bias"])
+
+    def call(self, tokens):
+        onehot = keras.ops.one_hot(keras.ops.transpose(tokens, (1, 0, 2)), self.vocab_size)  # (K, B, L, V)
+        k, batch, length, _ = keras.ops.shape(onehot)
+        x = keras.ops.matmul(keras.ops.reshape(onehot, (k, -1, self.vocab_size)), self.token_embedding)
+        x = keras.ops.reshape(x, (k, batch, length, self.d_model))
+        x = x + keras.ops.expand_dims(self.position_embedding[:, :length], 1)
+        for block in self.blocks:
+            if self.norm_position == "pre":
+                x = x + self._attend(self._normalize(x, block["attention_norm"]), block)
+                x = x + self._feed_forward(self._normalize(x, block["ffn_norm"]), block)
+            else:
+                x = self._normalize(x + self._attend(x, block), block["attention_norm"])
+                x = self._normalize(x + self._feed_forward(x, block), block["ffn_norm"])
+        if self.final_norm is not None:
+            x = self._normalize(x, self.final_norm)
+        logits = keras.ops.matmul(keras.ops.mean(x, axis=2), self.logits_kernel)  # (K, B, classes)
+        logits = logits + keras.ops.expand_dims(self.logits_bias, 1)
+        return keras.ops.transpose(logits, (1, 0, 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.replicas, self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "replicas": self.replicas, "vocab_size": self.vocab_size,
+                "sequence_length": self.sequence_length, "num_classes": self.num_classes,
+                "d_model": self.d_model, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
+                "num_layers": self.num_layers, "norm": self.norm,
+                "norm_position": self.norm_position, "epsilon": self.epsilon}
+
+
+def _single_transformer_weights(model, num_layers, norm_position):
+    """The weights of a ``build_transformer_classifier`` model under the stacked layer's names."""
+    weights = {}
+    embedding = model.get_layer("embedding")
+    weights["token_embedding"] = embedding.token_embedding.embeddings.numpy()
+    weights["position_embedding"] = embedding.position_embedding.embeddings.numpy()
+    for i in range(num_layers):
+        block = model.get_layer(f"block_{i}")
+        attention = block.attention
+        for part, dense in [("query", attention._query_dense), ("key", attention._key_dense),
+                            ("value", attention._value_dense),
+                            ("output", attention._output_dense)]:
+            weights[f"block_{i}_{part}_kernel"] = dense.kernel.numpy()
+            weights[f"block_{i}_{part}_bias"] = dense.bias.numpy()
+        for part in ("attention_norm", "ffn_norm"):
+            for w in getattr(block, part).weights:
+                weights[f"block_{i}_{part}_{w.name}"] = w.numpy()
+        for part in ("ffn_inner", "ffn_outer"):
+            weights[f"block_{i}_{part}_kernel"] = getattr(block, part).kernel.numpy()
+            weights[f"block_{i}_{part}_bias"] = getattr(block, part).bias.numpy()
+    if norm_position == "pre":
+        for w in model.get_layer("final_norm").weights:
+            weights[f"final_norm_{w.name}"] = w.numpy()
+    weights["logits_kernel"] = model.get_layer("logits").kernel.numpy()
+    weights["logits_bias"] = model.get_layer("logits").bias.numpy()
+    return weights
+
+
+def build_transformer_replicas(*, seeds, vocab_size, sequence_length, num_classes, d_model=32,
+                               num_heads=2, ff_dim=64, num_layers=2, norm="layer",
+                               norm_position="pre"):
+    """K seeds of ``course_lib.build_transformer_classifier`` as one model (chapter 12).
+
+    Replica ``k`` starts from exactly the weights of the single classifier built right after
+    ``keras.utils.set_random_seed(seeds[k])`` (built here and copied; a seed may repeat, e.g.
+    for two learning rates of one arm, and its replicas then start equal). The weights are drawn in
+    the same order whatever ``norm`` and ``norm_position`` (the normalizations draw nothing), so
+    a pre-norm and a post-norm model, or an LN and an RMSNorm model, of the same seed start from
+    the same embeddings, attention and feed-forward kernels: the arms of a comparison are paired.
+
+    As with ``course_lib.replicas``, train with the **sum** over replicas of each replica's mean
+    loss: replica ``k``'s weights enter only its own term, so each gets its single-model
+    gradient.
+
+    Returns:
+        An uncompiled ``keras.Model`` from token ids ``(batch, K, sequence_length)`` to logits
+        ``(batch, K, num_classes)``; its last layer is the
+        :class:`StackedTransformerClassifier` (every weight ``(K, ...)``, named as in the layer's
+        ``build``), and ``model.replica_seeds`` holds the seeds.
+    """
+    import numbers
+
+    from course_lib.transformer import build_transformer_classifier
+
+    try:
+        seeds = tuple(seeds)
+    except TypeError:
+        raise ValueError("`seeds` must be a sequence of integers. "
+                         f"Received: seeds={seeds!r}") from None
+    if not seeds or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                            for s in seeds):
+        raise ValueError("`seeds` must be a non-empty sequence of integers. "
+                         f"Received: seeds={seeds!r}")
+    options = dict(vocab_size=vocab_size, sequence_length=sequence_length,
+                   num_classes=num_classes, d_model=d_model, num_heads=num_heads, ff_dim=ff_dim,
+                   num_layers=num_layers, norm=norm, norm_position=norm_position)
+    stacked = StackedTransformerClassifier(len(seeds), name="replicas", **options)
+    inputs = keras.Input((len(seeds), sequence_length), dtype="int32", name="tokens")
+    model = keras.Model(inputs, stacked(inputs),
+                        name=f"transformer_{norm_position}_{norm}_x{len(seeds)}")
+    per_seed = {}  # a seed may appear twice (two learning rates of one arm): built once
+    for seed in dict.fromkeys(int(s) for s in seeds):
+        keras.utils.set_random_seed(seed)
+        single = build_transformer_classifier(**options)
+        per_seed[seed] = _single_transformer_weights(single, num_layers, norm_position)
+    for weight in stacked.weights:
+        weight.assign(np.stack([per_seed[int(s)][weight.name] for s in seeds]).astype(weight.dtype))
+    model.replica_seeds = tuple(int(s) for s in seeds)
+    return model

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import course_lib
-from course_lib import experiments
-from course_lib import reference
+from course_lib import experiments, reference
 
 
 @pytest.fixture(scope="module")
@@ -499,3 +498,213 @@ def test_verdict_rule_text_and_validation():
     assert experiments.verdict(0.99, holds=1, caveats=1) == "does not hold"
     with pytest.raises(ValueError, match="holds=1, caveats=2"):
         experiments.verdict(1.0, holds=1, caveats=2)
+
+
+# --- Chapters 4 and 9: Gaussian initial weights, BN before or after the ReLU. --------------------
+
+
+def test_gaussian_initial_weights_single_and_replicas():
+    from course_lib import replicas
+
+    plain = experiments.gaussian_initial_weights(experiments.build_mlp(False, seed=3), 0.01, seed=3)
+    bn = experiments.gaussian_initial_weights(experiments.build_mlp(True, seed=3), 0.01, seed=3)
+    # Oracle: the draws of a NumPy generator with the same seed, layer after layer.
+    rng = np.random.default_rng(3)
+    for name, shape in [("dense_1", (784, 100)), ("dense_2", (100, 100)), ("dense_3", (100, 100)),
+                        ("logits", (100, 10))]:
+        want = rng.normal(0.0, 0.01, size=shape).astype("float32")
+        np.testing.assert_array_equal(plain.get_layer(name).kernel.numpy(), want)
+        np.testing.assert_array_equal(bn.get_layer(name).kernel.numpy(), want)  # same start
+    assert all(not np.any(plain.get_layer(n).bias.numpy()) for n in ("dense_1", "logits"))
+    assert abs(plain.get_layer("dense_1").kernel.numpy().std() - 0.01) < 2e-4
+    stacked = experiments.gaussian_initial_weights(
+        replicas.build_mlp_replicas(True, seeds=(3, 5), hidden_layers=2, units=8), 0.5)
+    for k, seed in enumerate((3, 5)):
+        single = experiments.gaussian_initial_weights(
+            experiments.build_mlp(True, hidden_layers=2, units=8, seed=seed), 0.5, seed=seed)
+        for got, want in zip(replicas.extract_replica(stacked, k).get_weights(), single.get_weights()):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="seed"):
+        experiments.gaussian_initial_weights(experiments.build_mlp(False), 0.01)
+    with pytest.raises(ValueError, match="seed"):
+        experiments.gaussian_initial_weights(stacked, 0.01, seed=1)
+    with pytest.raises(ValueError, match="stddev"):
+        experiments.gaussian_initial_weights(plain, 0.0, seed=1)
+
+
+def test_placement_mlps_share_their_start_and_put_bn_where_they_say():
+    shape = dict(hidden_layers=2, units=8)
+    models = {p: experiments.build_placement_mlp(p, seed=4, **shape) for p in experiments.PLACEMENTS}
+    for name in ("dense_1", "dense_2", "logits"):
+        kernels = [m.get_layer(name).kernel.numpy() for m in models.values()]
+        assert all(np.array_equal(kernels[0], k) for k in kernels[1:])
+    order = {p: [type(layer).__name__ for layer in m.layers[1:3]] for p, m in models.items()}
+    assert order["before"] == ["Dense", "BatchNormalization"] and models["before"].get_layer(
+        "dense_1").bias is None
+    assert [layer.name for layer in models["after"].layers[1:4]] == ["dense_1", "relu_1", "norm_1"]
+    assert not any("norm" in layer.name for layer in models["none"].layers)
+    with pytest.raises(ValueError, match="placement"):
+        experiments.build_placement_mlp("between")
+
+
+def test_bn_after_relu_replicas_match_single_runs(mnist):
+    from course_lib import replicas
+
+    # float64 for the comparison. Keras caches its global dtype policy at the first layer built
+    # (from floatx at that moment), so set the policy itself, not only floatx.
+    previous, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        x_train, y_train, x_test, y_test = (a.astype("float64") if a.dtype.kind == "f" else a
+                                            for a in mnist)
+        model = experiments.build_placement_mlp_replicas("after", seeds=(1, 6), hidden_layers=2,
+                                                         units=8)
+        assert model.replica_spec.builder == "build_placement_mlp"
+        assert keras.backend.standardize_dtype(model.get_layer("dense_1").kernel.dtype) == "float64"
+        fit = dict(steps=20, batch_size=16, learning_rate=0.2, record_every=10)
+        record = replicas.fit_replicas(model, x_train, y_train, x_test=x_test, y_test=y_test, **fit)
+        for k, seed in enumerate((1, 6)):
+            single = experiments.build_placement_mlp("after", hidden_layers=2, units=8, seed=seed)
+            experiments.sgd_fit(single, x_train, y_train, seed=seed, **fit)
+            for got, want in zip(replicas.extract_replica(model, k).get_weights(), single.get_weights()):
+                np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+            assert record.test_accuracy[k, -1] == experiments.classification_accuracy(
+                single, x_test, y_test)
+    finally:
+        keras.config.set_floatx(previous)
+        keras.config.set_dtype_policy(previous_policy)
+
+
+# ---- Chapter 6: noisy BN as published (TimeVaryingNoise) and gradients per replica. ----------
+
+
+def test_time_varying_noise_is_per_example_with_a_new_mean_and_variance_every_step():
+    layer = experiments.TimeVaryingNoise(mean_range=1.0, std_range=(0.5, 1.5), seed=3)
+    x = np.zeros((4000, 3, 2), dtype="float32")  # zero input: the output is the noise itself
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x)
+    draws = []
+    for _ in range(2):
+        noise = layer(x, training=True).numpy()
+        # Per example: different values for different examples of the same feature.
+        assert np.all(noise.std(axis=0) > 0.3)
+        # Per feature: a mean in [-1, 1] and a standard deviation in [0.5, 1.5] (with sampling
+        # error of 4000 draws).
+        mean, std = noise.mean(axis=0), noise.std(axis=0)
+        assert np.all(np.abs(mean) <= 1.0 + 0.1) and np.all((std > 0.45) & (std < 1.55))
+        draws.append((mean, std))
+    assert not np.allclose(draws[0][0], draws[1][0], atol=0.1)  # a new mean at every step
+    assert not np.allclose(draws[0][1], draws[1][1], atol=0.1)  # and a new variance
+    clone = experiments.TimeVaryingNoise.from_config(layer.get_config())
+    assert clone.mean_range == 1.0 and clone.std_range == (0.5, 1.5) and clone.seed == 3
+    with pytest.raises(ValueError, match="std_range"):
+        experiments.TimeVaryingNoise(std_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="mean_range=-1"):
+        experiments.TimeVaryingNoise(mean_range=-1)
+
+
+def test_santurkar_noisy_bn_replicas_start_as_the_bn_mlp_and_train(mnist):
+    from course_lib import replicas
+
+    x_train, y_train, x_test, y_test = mnist
+    model = experiments.build_santurkar_noisy_bn_mlp_replicas(seeds=(4, 9))
+    for k, seed in enumerate((4, 9)):
+        single = replicas.extract_replica(model, k)
+        assert single.get_layer("noise_1").std_range == (0.5, 1.5)
+        plain = experiments.build_mlp(batch_norm=True, seed=seed)
+        for i in (1, 2, 3):
+            np.testing.assert_array_equal(single.get_layer(f"dense_{i}").kernel.numpy(),
+                                          plain.get_layer(f"dense_{i}").kernel.numpy())
+        x = x_test[:20]  # at inference the noise is off: the BN MLP, replica by replica
+        stacked = np.stack([x, x], axis=1)
+        np.testing.assert_allclose(model(stacked, training=False).numpy()[:, k],
+                                   plain(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    record = replicas.fit_replicas(model, x_train, y_train, steps=20, record_every=10,
+                                   learning_rate=0.1)
+    assert np.all(np.isfinite(record.train_loss[:, 1:]))
+
+
+@pytest.mark.parametrize("build", ["mlp", "cnn"])
+def test_replica_gradient_norms_are_each_replicas_own(mnist, build):
+    from course_lib import replicas
+
+    x, y = mnist[0][:64], mnist[1][:64]
+    if build == "mlp":
+        model = replicas.build_norm_mlp_replicas("bn", seeds=(0, 1, 2), hidden_layers=2, units=16)
+    else:
+        model = replicas.build_norm_cnn_replicas("bn", seeds=(0, 1, 2), filters=(4, 8))
+        x = x.reshape(-1, 28, 28, 1)
+    before = [v.numpy().copy() for v in model.non_trainable_variables]
+    norms = experiments.replica_gradient_norms(model, x, y)
+    for a, b in zip(before, model.non_trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())  # moving statistics restored
+    assert norms.shape == (3, 3)
+    for k in range(3):
+        single = replicas.extract_replica(model, k)
+        # float32: the grouped convolution sums in another order than the single one
+        np.testing.assert_allclose(norms[k], experiments.gradient_norms(single, x, y), rtol=1e-3)
+
+
+# --- Chapter 12: transformer replicas ----------------------------------------------------------
+
+_TINY_TRANSFORMER = dict(vocab_size=11, sequence_length=7, num_classes=3, d_model=8, num_heads=2,
+                         ff_dim=12, num_layers=2)
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+@pytest.mark.parametrize("position", ["pre", "post"])
+def test_transformer_replicas_compute_the_single_classifiers(norm, position):
+    from course_lib.transformer import build_transformer_classifier
+
+    seeds = (3, 8)
+    model = experiments.build_transformer_replicas(seeds=seeds, norm=norm, norm_position=position,
+                                                   **_TINY_TRANSFORMER)
+    assert model.replica_seeds == seeds
+    tokens = np.random.default_rng(0).integers(0, 11, size=(5, 2, 7)).astype("int32")
+    logits = model(tokens).numpy()
+    assert logits.shape == (5, 2, 3)
+    for k, seed in enumerate(seeds):
+        keras.utils.set_random_seed(seed)
+        single = build_transformer_classifier(norm=norm, norm_position=position, **_TINY_TRANSFORMER)
+        np.testing.assert_allclose(logits[:, k], single(tokens[:, k]).numpy(), rtol=1e-5, atol=1e-5)
+    # Every weight count of the single model, one axis more.
+    assert len(model.layers[-1].weights) == len(single.weights)
+
+
+def test_transformer_replicas_are_paired_across_arms_and_independent():
+    import tensorflow as tf
+
+    arms = {(n, p): experiments.build_transformer_replicas(seeds=(0, 1), norm=n, norm_position=p,
+                                                           **_TINY_TRANSFORMER)
+            for n in ("layer", "rms") for p in ("pre", "post")}
+    first = {w.name: w.numpy() for w in arms["layer", "pre"].layers[-1].weights}
+    for model in arms.values():
+        for w in model.layers[-1].weights:
+            if w.name in first and "norm" not in w.name:  # same seed, same kernels in every arm
+                np.testing.assert_array_equal(w.numpy(), first[w.name])
+    assert not np.allclose(first["block_0_ffn_inner_kernel"][0], first["block_0_ffn_inner_kernel"][1])
+    twins = experiments.build_transformer_replicas(seeds=(1, 1), **_TINY_TRANSFORMER)  # seed repeated
+    for w in twins.layers[-1].weights:
+        np.testing.assert_array_equal(w.numpy()[0], w.numpy()[1])
+        np.testing.assert_array_equal(w.numpy()[0], first[w.name][1])
+    # Replica 0's loss has no gradient on replica 1's weights.
+    model = arms["layer", "post"]
+    tokens = np.random.default_rng(1).integers(0, 11, size=(4, 2, 7)).astype("int32")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(tokens)[:, 0])
+    for grad in tape.gradient(loss, model.trainable_variables):
+        assert np.all(grad.numpy()[1] == 0) and np.any(grad.numpy()[0] != 0)
+
+
+def test_transformer_replicas_check_their_arguments():
+    with pytest.raises(ValueError, match="seeds"):
+        experiments.build_transformer_replicas(seeds=(), **_TINY_TRANSFORMER)
+    with pytest.raises(ValueError, match="norm_position"):
+        experiments.build_transformer_replicas(seeds=(0,), norm_position="middle", **_TINY_TRANSFORMER)
+    with pytest.raises(ValueError, match="num_heads"):
+        experiments.StackedTransformerClassifier(2, 11, 7, 3, d_model=8, num_heads=3)
+    layer = experiments.StackedTransformerClassifier(2, 11, 7, 3, d_model=8, num_heads=2)
+    with pytest.raises(ValueError, match="batch, 2, length"):
+        layer(np.zeros((4, 3, 7), "int32"))
+    clone = experiments.StackedTransformerClassifier.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
