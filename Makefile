@@ -32,10 +32,12 @@ help:
 	@echo "make autograde PS=ps01 SUBMISSIONS=dir|zip   import and grade a class"
 	@echo "make feedback PS=ps01          HTML feedback (hidden tests removed)"
 	@echo "make grades                    export grades to _grading/grades.csv"
+	@echo "make report PS=ps01            class mistake report from the verdict records: _grading/reports/PS/"
 	@echo "make sandbox    install bubblewrap, the grading sandbox (root; make autograde does it)"
 	@echo "make adversarial-report        grade the hostile/broken ps01 class; print case -> score -> message"
 	@echo "make test-postgres             the grader against a real PostgreSQL server it starts itself"
 	@echo "make bench-grading             stock nbgrader autograde vs ours, 20 x ps03 (ratio, peak memory)"
+	@echo "make bench-class [STUDENTS=300]  grade a generated class of ps01 and ps02 (time, memory, N machines)"
 	@echo "make bench     BN speed and memory benchmarks (ratios; writes benchmarks/results.json)"
 
 env: $(STAMP)
@@ -112,11 +114,18 @@ feedback: $(STAMP)
 grades: $(STAMP)
 	$(BIN)/python -m instructor grades
 
+.PHONY: report bench-class
+report: $(STAMP)
+	$(BIN)/python -m instructor report $(PS)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_bn.py
 
 bench-grading: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_grading.py
+
+bench-class: $(STAMP) sandbox
+	$(BIN)/python benchmarks/bench_class.py $(if $(STUDENTS),--students $(STUDENTS))
 
 adversarial-report: $(STAMP) sandbox
 	$(BIN)/python tests/test_grading_adversarial.py

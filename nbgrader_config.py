@@ -4,13 +4,15 @@
     exercises/<ps>/<ps>.ipynb       the student version: `make release PS=<ps>` generates it
     _grading/                       grading state, never committed (.gitignore):
         gradebook.db, submitted/<student>/<ps>/, autograded/..., feedback/..., grades.csv,
-        cache/ (the course grader's reference runs and what it graded, for resuming)
+        cache/ (the course grader's reference runs, and its verdict records: what it graded,
+               for resuming and for `make report`), reports/<ps>/ (`make report`)
 
 Drive it through `python -m instructor ...` (or the Makefile targets), which run nbgrader from
 this folder with TensorFlow's log lines switched off (in stock nbgrader a grade cell that
 writes to stderr scores zero). `instructor autograde` does not run `nbgrader autograde`: it
-runs each notebook in a sandbox and judges in its own process (instructor/grader.py), then
+runs each notebook in a sandbox and judges in its own process (instructor/grading/), then
 writes this gradebook and the autograded notebooks that `nbgrader generate_feedback` reads.
+The sections Sandbox and CourseGrader below are the course grader's own settings.
 """
 
 import os
@@ -38,10 +40,24 @@ c.CourseDirectory.solution_directory = "_grading/solution"
 c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL") or \
     "sqlite:///" + os.path.join(GRADING, "gradebook.db")
 
-# Seconds per cell (also the course grader's default per-cell limit: python -m instructor
-# autograde --timeout); the limit catches an endless loop.
-c.Execute.timeout = 120
+# The limits of one notebook's run. This is the only place they are written: nbgrader reads
+# Execute.timeout (self-checks, nbgrader's own runs); the course grader reads all of them
+# through instructor.sandbox.Limits.from_config, and `python -m instructor autograde`'s
+# --timeout, --notebook-timeout and --memory override them for one run.
+c.Execute.timeout = 120  # seconds per cell (soft: the cell is interrupted, the next one runs)
 c.Execute.interrupt_on_timeout = True
+c.Sandbox.notebook_timeout = 600  # seconds per notebook (hard: the sandbox is killed)
+c.Sandbox.memory_mb = 4096  # per notebook (a cgroup where possible, else RLIMIT_DATA)
+c.Sandbox.max_file_mb = 64  # the largest file the student's code may write
+c.Sandbox.max_pids = 256  # processes per notebook (cgroup pids controller, where available)
+c.Sandbox.kill_grace = 5.0  # seconds after a cell's soft limit before the sandbox is killed
+
+# Due dates, {problem set (its id or number): "YYYY-MM-DD HH:MM[:SS] TIMEZONE"} (nbgrader's format, e.g.
+# "2025-10-03 23:59:00 Europe/Berlin"; without a zone: UTC). `make release` and `make autograde`
+# record them in the gradebook (nbgrader's Assignment.duedate, which `nbgrader db assignment
+# add --duedate` also sets, with per-student extensions); `make grades` marks a submission
+# made after its due date (plus extension) late. A set missing here keeps the gradebook's.
+c.CourseGrader.duedates = {}
 
 
 class HideHiddenTests(ClearHiddenTests):

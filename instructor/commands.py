@@ -1,6 +1,7 @@
-"""release, autograde, feedback and grades, each safe to re-run. release, feedback and grades
-are one nbgrader call each; autograde is the course's sandboxed grader (instructor/grader.py)
-writing nbgrader's gradebook."""
+"""release, autograde, feedback, grades and report, each safe to re-run. release and feedback
+are one nbgrader call each; autograde is the course's sandboxed grader (``instructor.grading``)
+writing nbgrader's gradebook; grades is nbgrader's export plus the course's own (statuses,
+Canvas); report reads the grader's verdict records."""
 
 import os
 import time
@@ -22,24 +23,30 @@ def release(course, ps):
             points = gb.find_assignment(ps).max_score
         except MissingEntry:
             raise CourseError(f"generate_assignment did not record {ps} in the gradebook") from None
+    due = course.record_duedate(ps)
     print(f"released {os.path.relpath(course.release(ps), course.root)} "
-          f"({points:g} points; recorded in the gradebook)")
+          f"({points:g} points; recorded in the gradebook"
+          + (f", due {due.isoformat(' ')} UTC" if due is not None else "") + ")")
 
 
 def autograde(course, ps, submissions_path, workers=None, limits=None, force=False):
     """Import a class's submissions and grade every submission of PS in _grading/submitted.
 
     Each notebook runs in a sandbox (``instructor.sandbox``), ``workers`` at a time; this
-    process judges what the checks recorded and writes the gradebook (``instructor.grader``).
+    process judges what the checks recorded and writes the gradebook (``instructor.grading``).
+    A line per student is printed as each is graded (on a terminal, under a progress bar).
     Submissions graded before and unchanged since are skipped unless ``force``. Returns 1 if
     something needs the instructor's attention, else 0.
     """
-    from instructor import grader
+    from instructor import grading
+    from instructor.progress import Progress
 
     if not course.has_assignment(ps):
         # _grading/ is never committed: a fresh clone has no gradebook yet.
         print(f"{ps} is not in the gradebook yet: releasing it first.")
         release(course, ps)
+    else:
+        course.record_duedate(ps)
     problems = []
     if submissions_path is not None:
         with Collected(submissions_path, ps) as found:
@@ -62,8 +69,10 @@ def autograde(course, ps, submissions_path, workers=None, limits=None, force=Fal
     if not students:
         raise CourseError(f"no submissions of {ps} to grade")
     start = time.perf_counter()
-    results, warnings = grader.grade_class(course, ps, students, workers=workers,
-                                           limits=limits, force=force)
+    with Progress(len(students)) as progress:
+        results, warnings = grading.grade_class(course, ps, students, workers=workers,
+                                                limits=limits, force=force,
+                                                on_result=progress)
     seconds = time.perf_counter() - start
     ran = [r for r in results if not r.skipped]
     print(f"autograded {len(results)} submission(s) in {seconds:.1f} s: {len(ran)} run now"
@@ -133,10 +142,59 @@ def feedback(course, ps):
           f"<student>/{ps}/{ps}.html")
 
 
-def grades(course):
-    """Every student's score on every problem set, to _grading/grades.csv (nbgrader export)."""
+def grades(course, roster=None):
+    """Every student's score on every problem set: nbgrader's export (_grading/grades.csv),
+    and the course's (``instructor.export``): _grading/grades-status.csv (status, timestamp,
+    late) and _grading/grades-canvas.csv (Canvas's gradebook import format).
+
+    Parameters
+    ----------
+    course : instructor.course.Course
+    roster : str, optional
+        A Canvas gradebook export, for Canvas's student ids, sections and assignment ids
+        (default: _grading/canvas-roster.csv where it exists).
+    """
+    from instructor import export
+
     dest = os.path.join(course.grading, "grades.csv")
+    for ps in sorted(_gradebook_sets(course)):
+        course.record_duedate(ps)
     course.nbgrader("export", f"--to={dest}")
     with open(dest) as fh:
         rows = sum(1 for _ in fh) - 1
-    print(f"wrote {os.path.relpath(dest, course.root)} ({rows} rows)")
+    print(f"wrote {os.path.relpath(dest, course.root)} ({rows} rows, nbgrader's export)")
+    if roster is None and os.path.isfile(os.path.join(course.grading, "canvas-roster.csv")):
+        roster = os.path.join(course.grading, "canvas-roster.csv")
+    table = export.class_rows(course)
+    plain = os.path.join(course.grading, "grades-status.csv")
+    canvas = os.path.join(course.grading, "grades-canvas.csv")
+    export.write_plain(table, plain)
+    missing = export.write_canvas(table, canvas,
+                                  export.Roster.read(roster) if roster is not None else None)
+    counts, late = export.summary(table)
+    print(f"wrote {os.path.relpath(plain, course.root)} ({len(table)} rows: student x set, "
+          f"with status) and {os.path.relpath(canvas, course.root)} (Canvas import"
+          + (f", roster {os.path.relpath(roster, course.root)}" if roster else ", no roster")
+          + ")")
+    for ps, by_status in counts.items():
+        print(f"  {ps}: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in by_status.items())
+              + (f", {late[ps]} late" if late.get(ps) else ""))
+    if missing:
+        print(f"WARNING: {len(missing)} student(s) are not in the Canvas roster (matched on SIS "
+              f"Login ID, SIS User ID, ID): {', '.join(missing[:20])}"
+              + (" ..." if len(missing) > 20 else ""))
+
+
+def _gradebook_sets(course):
+    with course.gradebook() as gb:
+        return [a.name for a in gb.assignments]
+
+
+def report(course, ps):
+    """The class mistake report of ``ps`` from the grader's verdict records (nothing re-run):
+    _grading/reports/<ps>/report.html and report.csv."""
+    from instructor.report import write_report
+
+    page, table, summary = write_report(course, ps)
+    print(f"wrote {os.path.relpath(page, course.root)} and {os.path.relpath(table, course.root)} "
+          f"({summary['students']} graded notebook(s), {len(summary['parts'])} part(s))")

@@ -1,6 +1,7 @@
 """The course as nbgrader sees it: its folders, its gradebook, and how nbgrader is run."""
 
 import os
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -14,6 +15,37 @@ QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 class CourseError(Exception):
     """A problem the instructor can fix; reported without a traceback."""
+
+
+def parse_time(text, what="time"):
+    """A moment as nbgrader writes it, as a naive UTC datetime (nbgrader's convention).
+
+    Accepts ISO 8601 with or without an offset ("2025-10-03T23:59:00+02:00") and nbgrader's
+    "YYYY-MM-DD HH:MM[:SS] ZONE" (an IANA zone name such as Europe/Berlin, or an offset such as
+    +0200, read as hours and minutes); without a zone, UTC.
+
+    Raises
+    ------
+    CourseError
+        If ``text`` is not such a moment; the message names ``what`` and the value.
+    """
+    import dateutil.tz
+    from nbgrader.utils import parse_utc
+
+    if not isinstance(text, str) or not text.strip():
+        raise CourseError(f"{what} = {text!r}: not a date and time")
+    parts = text.strip().split(" ")
+    moment = text.strip()
+    if len(parts) == 3:
+        offset = re.fullmatch(r"([+-])(\d\d):?(\d\d)", parts[2])
+        if offset:  # nbgrader's parse_utc would read "+0100" as 100 seconds
+            moment = f"{parts[0]} {parts[1]}{offset[1]}{offset[2]}:{offset[3]}"
+        elif dateutil.tz.gettz(parts[2]) is None:
+            raise CourseError(f"{what} = {text!r}: unknown time zone {parts[2]!r}")
+    try:
+        return parse_utc(moment)
+    except (ValueError, OverflowError) as exc:
+        raise CourseError(f"{what} = {text!r}: not a date and time ({exc})") from None
 
 
 def environment():
@@ -107,6 +139,44 @@ class Course:
 
         with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gb:
             yield gb
+
+    def duedate(self, ps):
+        """The due date ``nbgrader_config.py`` sets for ``ps`` (c.CourseGrader.duedates, keyed by
+        a set's id or its number, ``ps01``), as a naive UTC datetime, or None if it sets none.
+        CourseError naming the setting if a key is no problem set or a value no moment."""
+        section = self.config.CourseGrader if "CourseGrader" in self.config else {}
+        dates = section.get("duedates", {}) if hasattr(section, "get") else {}
+        if not isinstance(dates, dict):
+            raise CourseError(f"c.CourseGrader.duedates = {dates!r} in nbgrader_config.py: a "
+                              "dict {problem set: due date} is needed")
+        by_set = {}
+        for key, value in dates.items():
+            try:
+                by_set[self.resolve(str(key))] = (key, value)
+            except CourseError as exc:
+                raise CourseError(f"c.CourseGrader.duedates[{key!r}] in nbgrader_config.py: "
+                                  f"{exc}") from None
+        key, value = by_set.get(ps, (ps, None))
+        if value in (None, ""):
+            return None
+        return parse_time(value, f"c.CourseGrader.duedates[{key!r}]")
+
+    def record_duedate(self, ps):
+        """Write the configured due date of ``ps`` into the gradebook (nbgrader's
+        Assignment.duedate); a set without one in the configuration keeps the gradebook's.
+        Returns the gradebook's due date (naive UTC) or None."""
+        from nbgrader.api import MissingEntry
+
+        due = self.duedate(ps)
+        with self.gradebook() as gb:
+            try:
+                assignment = gb.find_assignment(ps)
+            except MissingEntry:
+                return due
+            if due is not None and assignment.duedate != due:
+                gb.update_or_create_assignment(ps, duedate=due)
+                return due
+            return assignment.duedate
 
     def has_assignment(self, ps):
         from nbgrader.api import MissingEntry

@@ -15,7 +15,7 @@ build a fresh root.
 Limits: wall clock per cell (soft, SIGALRM in the runner; hard a few seconds later: SIGKILL to
 the sandbox, which also ends a loop that ignores SIGINT) and per notebook (hard); memory with
 a cgroup v1 memory controller where this process may create one (root on Debian), else
-``RLIMIT_DATA`` (cgroup v2 is not handled yet); process count with the v1 pids controller
+``RLIMIT_DATA`` (also where only cgroup v2 is mounted); process count with the v1 pids controller
 where available; file size with ``RLIMIT_FSIZE``;
 printed output is capped by the runner and descriptors 1 and 2 go to /dev/null.
 
@@ -42,13 +42,85 @@ _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc
 
 @dataclass
 class Limits:
-    cell_timeout: float = 120.0  # seconds per cell (soft: the cell is interrupted)
-    notebook_timeout: float = 600.0  # seconds for the whole notebook (hard: killed)
-    memory_mb: int = 4096
-    max_file_mb: int = 64  # largest file the student's code may write
-    max_pids: int = 256
-    grace: float = 5.0  # after a cell's soft limit, before the sandbox is killed
-    threads: int = 1  # BLAS and TensorFlow threads in the sandbox
+    """The limits of one notebook's run.
+
+    Their values are written in ONE place, the course's ``nbgrader_config.py``
+    (``c.Execute.timeout`` and the ``c.Sandbox`` section); :meth:`from_config` reads them, and
+    the command line's options override them for one run. There are no defaults here.
+
+    Parameters
+    ----------
+    cell_timeout : float
+        Seconds per cell (soft: the cell is interrupted and the next one runs).
+    notebook_timeout : float
+        Seconds for the whole notebook (hard: the sandbox is killed).
+    memory_mb : int
+        Memory per notebook, in MB.
+    max_file_mb : int
+        The largest file the student's code may write, in MB.
+    max_pids : int
+        Processes per notebook.
+    grace : float
+        Seconds after a cell's soft limit before the sandbox is killed.
+    threads : int
+        BLAS and TensorFlow threads in the sandbox (the grader sets it from its workers).
+    """
+
+    cell_timeout: float
+    notebook_timeout: float
+    memory_mb: int
+    max_file_mb: int
+    max_pids: int
+    grace: float
+    threads: int = 1
+
+    # (field, config section, config key, type): where each limit is written
+    SETTINGS = (("cell_timeout", "Execute", "timeout", float),
+                ("notebook_timeout", "Sandbox", "notebook_timeout", float),
+                ("memory_mb", "Sandbox", "memory_mb", int),
+                ("max_file_mb", "Sandbox", "max_file_mb", int),
+                ("max_pids", "Sandbox", "max_pids", int),
+                ("grace", "Sandbox", "kill_grace", float))
+
+    @classmethod
+    def from_config(cls, config, **overrides):
+        """The limits the course's configuration sets, with ``overrides`` (None: not given).
+
+        Parameters
+        ----------
+        config : traitlets.config.Config
+            The loaded ``nbgrader_config.py`` (``Course.config``).
+        **overrides
+            Fields to set instead of the configured value; a value of None is ignored.
+
+        Raises
+        ------
+        ValueError
+            If a limit is missing from the configuration, an override names no limit, or a
+            value is not a positive number; the message names the setting and its value.
+        """
+        fields = {name for name, *_ in cls.SETTINGS}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"no such limit: {unknown[0]!r} (the limits are "
+                             f"{', '.join(sorted(fields))})")
+        values = {}
+        for name, section, key, kind in cls.SETTINGS:
+            value = overrides.get(name)
+            where = name if value is not None else f"c.{section}.{key} in nbgrader_config.py"
+            if value is None:
+                if section not in config or key not in config[section]:
+                    raise ValueError(f"{where} is not set: the grading limits are configured "
+                                     "there (see the course's nbgrader_config.py)")
+                value = config[section][key]
+            try:
+                number = kind(value)
+            except (TypeError, ValueError):
+                number = None
+            if number is None or isinstance(value, bool) or not number > 0:
+                raise ValueError(f"{where} = {value!r}: a positive number is needed")
+            values[name] = number
+        return cls(**values)
 
 
 @dataclass

@@ -71,7 +71,13 @@ def run(course, ps, notebook=None, timeout=None):
                           nbformat.read(released_path, as_version=4))
 
     print(f"Self-check of {os.path.relpath(path)} against the visible tests of {ps}")
-    timeout = timeout or course.config.Execute.get("timeout", 120)
+    if timeout is None:
+        from instructor.sandbox import Limits
+
+        try:
+            timeout = Limits.from_config(course.config).cell_timeout
+        except ValueError as exc:
+            raise CourseError(str(exc)) from None
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", allow_errors=True,
         resources={"metadata": {"path": os.path.dirname(path)}},

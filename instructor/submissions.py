@@ -6,18 +6,27 @@ Accepted layouts (the originals are never modified):
     DIR/<student>/<ps>.ipynb          (or the only notebook in DIR/<student>/)
     DIR/<student>/<ps>/<ps>.ipynb     (nbgrader's own layout)
     a .zip of any of these, possibly inside one top-level folder
+
+When a submission was made: nbgrader's ``timestamp.txt`` beside the notebook (or in the
+student's folder) where there is one, else the notebook file's modification time (for a .zip,
+the time stored with the file in the archive, read as this machine's local time). The import
+writes it to ``_grading/submitted/<student>/<ps>/timestamp.txt``, where nbgrader keeps it too.
 """
 
+import datetime
 import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 
 import nbformat
 
-from instructor.course import CourseError
+from instructor.course import CourseError, parse_time
+
+TIMESTAMP = "timestamp.txt"
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 _SKIP = {"__MACOSX", ".ipynb_checkpoints"}
@@ -29,6 +38,37 @@ class Submission:
     notebook: str  # path of the student's notebook (in the original folder or the unpacked zip);
     # None for a student's folder that holds no notebook (graded 0)
     note: str = ""
+    timestamp: datetime.datetime = None  # when it was submitted (naive UTC), if known
+
+
+def read_timestamp(folder):
+    """(when the submission in ``folder`` was made, as naive UTC, or None; a note or "").
+
+    Reads nbgrader's ``timestamp.txt`` in ``folder``.
+    """
+    path = os.path.join(folder, TIMESTAMP)
+    if not os.path.isfile(path):
+        return None, ""
+    with open(path, errors="replace") as fh:
+        text = fh.read(200).strip()
+    try:
+        return parse_time(text, TIMESTAMP), ""
+    except CourseError as exc:
+        return None, f"the submission time is unknown: {exc}"
+
+
+def _submitted_at(notebook):
+    """(naive UTC datetime, note) of a notebook found in a class's folder."""
+    notes = []
+    for folder in (os.path.dirname(notebook), os.path.dirname(os.path.dirname(notebook))):
+        when, note = read_timestamp(folder)
+        if when is not None:
+            return when, ""
+        if note:
+            notes.append(note)
+    mtime = os.path.getmtime(notebook)
+    when = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).replace(tzinfo=None)
+    return when, "; ".join(notes)
 
 
 def _visible(names):
@@ -46,7 +86,9 @@ def _find(folder, ps):
             problems.append(f"student {student!r} has two submissions: {found[student].notebook} "
                             f"and {path}")
         else:
-            found[student] = Submission(student, path, note)
+            when, problem = _submitted_at(path)
+            found[student] = Submission(student, path, "; ".join(n for n in (note, problem) if n),
+                                        when)
 
     for name in _visible(os.listdir(folder)):
         path = os.path.join(folder, name)
@@ -110,6 +152,7 @@ class Collected:
 
 
 def _safe_extract(zip_path, dest):
+    """Extract a .zip into ``dest`` (nothing outside it), keeping each file's stored time."""
     dest = os.path.realpath(dest)
     with zipfile.ZipFile(zip_path) as zf:
         for member in zf.infolist():
@@ -118,6 +161,14 @@ def _safe_extract(zip_path, dest):
                 raise CourseError(f"{zip_path}: refusing to extract {member.filename!r} outside "
                                   "the target folder")
         zf.extractall(dest)
+        for member in zf.infolist():
+            target = os.path.join(dest, member.filename)
+            if not member.is_dir() and os.path.isfile(target):
+                try:
+                    moment = time.mktime(member.date_time + (0, 0, -1))
+                    os.utime(target, (moment, moment))
+                except (OverflowError, ValueError, OSError):
+                    pass
 
 
 def readable(path):
@@ -130,14 +181,23 @@ def readable(path):
 
 
 def import_into(course, ps, submissions):
-    """Copy each notebook to _grading/submitted/<student>/<ps>/<ps>.ipynb (replacing an earlier
-    import of the same student) and add the students to the gradebook. A student without a
-    notebook gets an empty folder (graded 0), unless an earlier import brought one."""
+    """Copy each notebook to _grading/submitted/<student>/<ps>/<ps>.ipynb with its
+    ``timestamp.txt`` (replacing an earlier import of the same student: a resubmission
+    replaces the submission, it never adds one) and add the students to the gradebook. A
+    student without a notebook gets an empty folder (graded 0), unless an earlier import
+    brought one."""
     for sub in submissions:
         dest = course.submitted(sub.student, ps)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if sub.notebook is not None:
             shutil.copyfile(sub.notebook, dest)
+            stamp = os.path.join(os.path.dirname(dest), TIMESTAMP)
+            if sub.timestamp is not None:
+                with open(stamp, "w") as fh:
+                    fh.write(sub.timestamp.replace(tzinfo=datetime.timezone.utc).isoformat(" ")
+                             + "\n")
+            elif os.path.exists(stamp):
+                os.remove(stamp)
     with course.gradebook() as gb:
         for sub in submissions:
             gb.update_or_create_student(sub.student)

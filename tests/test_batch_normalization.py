@@ -5,10 +5,10 @@ import doctest
 import keras
 import numpy as np
 import pytest
+from conftest import layer_gradients
 
 import course_lib
 import course_lib.batch_normalization
-from conftest import layer_gradients
 
 if keras.backend.backend() == "jax":
     # Without 64-bit mode JAX silently computes float64 in float32 (for test_reference too).

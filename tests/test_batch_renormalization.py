@@ -6,10 +6,10 @@ import doctest
 import keras
 import numpy as np
 import pytest
+from conftest import layer_gradients
 
 import course_lib
 import course_lib.batch_normalization
-from conftest import layer_gradients
 from course_lib import reference
 
 SHAPES = {2: (11, 7), 4: (6, 5, 9, 4)}

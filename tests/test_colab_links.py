@@ -12,13 +12,12 @@ import importlib.util
 import json
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
-
 import site_browser
+import tomllib
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())

@@ -6,10 +6,10 @@ import doctest
 import keras
 import numpy as np
 import pytest
+from conftest import layer_gradients
 
 import course_lib
 import course_lib.fixup
-from conftest import layer_gradients
 from course_lib.reference import numeric_gradient
 
 

@@ -37,8 +37,17 @@ from nbformat.v4 import new_code_cell
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from test_problem_sets import (ENV, course, gradebook_scores, grade_id, hidden_lines,  # noqa: E402
-                               instructor, load_variants, outputs_text, student)
+from test_problem_sets import (  # noqa: E402
+    ENV,
+    course,
+    grade_id,
+    gradebook_scores,
+    hidden_lines,
+    instructor,
+    load_variants,
+    outputs_text,
+    student,
+)
 
 PS = "ps01_numpy_batchnorm"
 POINTS = 25.0
@@ -493,7 +502,7 @@ def main():
         scores, _, _ = gradebook_scores(root, PS)
         print(f"{len(table)} submissions of {PS} graded in one run in {seconds:.1f} s "
               f"({' '.join(OPTIONS)})\n")
-        print(f"| case | score | expected | verdict or note |\n|---|---|---|---|")
+        print("| case | score | expected | verdict or note |\n|---|---|---|---|")
         for who, (name, expected, phrase) in table.items():
             got = sum(s for s, _ in scores[who].values())
             message = first_message(root, who).replace("|", "\\|")

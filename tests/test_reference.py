@@ -92,8 +92,9 @@ def test_population_statistics_is_unbiased(rng):
 @pytest.mark.parametrize("shape,axis", [((9, 4), -1), ((3, 4, 5, 6), 1), ((3, 4, 5, 6), -1)])
 def test_reference_matches_keras_layer(rng, shape, axis):
     """The reference and the layer agree in float64: forward, moving statistics and backward."""
-    import course_lib
     from conftest import layer_gradients
+
+    import course_lib
 
     x, gamma, beta = _case(rng, shape, axis)
     dy = rng.normal(size=shape)

@@ -2,10 +2,10 @@
 workflow that tests the course and publishes the site (validated offline: parsed, not run)."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

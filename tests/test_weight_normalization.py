@@ -7,10 +7,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import layer_gradients
 
 import course_lib
 import course_lib.weight_normalization
-from conftest import layer_gradients
 from course_lib.reference import numeric_gradient
 
 
