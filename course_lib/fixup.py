@@ -1,10 +1,7 @@
 """Fixup: training deep residual networks without normalization, by initialization alone."""
 
 import keras
-from keras import constraints
-from keras import initializers
-from keras import ops
-from keras import regularizers
+from keras import constraints, initializers, ops, regularizers
 
 
 def _check_int(name, value, minimum):

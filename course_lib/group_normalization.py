@@ -1,10 +1,7 @@
 """Group Normalization as a Keras 3 layer, written from scratch with ``keras.ops``."""
 
 import keras
-from keras import constraints
-from keras import initializers
-from keras import ops
-from keras import regularizers
+from keras import constraints, initializers, ops, regularizers
 
 from course_lib._common import check_bool as _check_bool
 from course_lib._common import compute_dtype as _compute_dtype
