@@ -51,6 +51,7 @@ __all__ = [
     "MIN_SEEDS",
     "CONFIDENCE",
     "VERDICTS",
+    "REPLICATES",
     "t_cdf",
     "t_quantile",
     "t_interval",
@@ -72,6 +73,8 @@ MIN_SEEDS = 5
 CONFIDENCE = 0.95
 #: The three verdicts, in the order "the claim is supported", "refuted", "undecided".
 VERDICTS = ("holds", "does not hold", "inconclusive")
+#: What one repetition of a measurement can be: a training run per seed, or a timing round.
+REPLICATES = ("seeds", "timing rounds")
 _KINDS = ("paired", "single")
 
 
@@ -243,6 +246,9 @@ class Plan:
         scale: Factor from the quantity to the displayed numbers (100: fractions as points).
         digits: Decimals of the displayed numbers.
         labels: Names of the two arms, ``(a, b)``, for the record.
+        replicates: What one repetition of the measurement is, in the plural: ``"seeds"`` for
+            training runs (one per seed), ``"timing rounds"`` for a timing repeated on one
+            machine. It names them in the rule and in :meth:`Evidence.describe`.
     """
 
     claim: str
@@ -254,6 +260,7 @@ class Plan:
     scale: float = 1.0
     digits: int = 1
     labels: tuple = ("a", "b")
+    replicates: str = "seeds"
 
     def __post_init__(self):
         for name in ("claim", "quantity"):
@@ -281,6 +288,9 @@ class Plan:
         if not labels or len(labels) != 2 or not all(isinstance(x, str) for x in labels):
             raise ValueError(f"`labels` must be two strings. Received: labels={self.labels!r}")
         object.__setattr__(self, "labels", labels)
+        if self.replicates not in REPLICATES:
+            raise ValueError(f"`replicates` must be one of {REPLICATES}. "
+                             f"Received: replicates={self.replicates!r}")
 
     @property
     def rule(self):
@@ -288,7 +298,7 @@ class Plan:
         side, other = ("above", "below") if self.higher_is_better else ("below", "above")
         unit = f" {self.unit}" if self.unit else ""
         threshold = _fmt(self.threshold, self.scale, self.digits, sign=self.threshold != 0)
-        over = f"at least {MIN_SEEDS} paired seeds" if self.paired else f"at least {MIN_SEEDS} seeds"
+        over = f"at least {MIN_SEEDS} {'paired ' if self.paired else ''}{self.replicates}"
         return (f"holds if the {CONFIDENCE:.0%} t-interval of the mean of ({self.quantity}) over "
                 f"{over} lies entirely {side} {threshold}{unit}; does not hold if it lies "
                 f"entirely {other}; inconclusive if it contains {threshold}{unit}")
@@ -323,8 +333,8 @@ class Plan:
     def _evidence(self, a, b, seeds):
         name = "a" if b is not None else "values"
         if len(a) < MIN_SEEDS:
-            raise ValueError(f"`{name}` must hold at least {MIN_SEEDS} seeds' results. "
-                             f"Received: {name}={list(a)!r} ({len(a)} seeds)")
+            raise ValueError(f"`{name}` must hold the results of at least {MIN_SEEDS} {self.replicates}. "
+                             f"Received: {name}={list(a)!r} ({len(a)} {self.replicates})")
         seeds = _seeds(seeds, len(a))
         diffs = a if b is None else tuple(x - y for x, y in zip(a, b))
         mean, low, high = t_interval(diffs)
@@ -334,7 +344,7 @@ class Plan:
             higher_is_better=self.higher_is_better, confidence=CONFIDENCE, seeds=seeds,
             n=len(a), a=a, b=b, labels=self.labels, mean=mean, ci_low=low, ci_high=high,
             verdict=decide(low, high, self.threshold, self.higher_is_better),
-            unit=self.unit, scale=self.scale, digits=self.digits)
+            unit=self.unit, scale=self.scale, digits=self.digits, replicates=self.replicates)
 
 
 def _seeds(seeds, n):
@@ -367,6 +377,7 @@ class Evidence:
         ci_low, ci_high: Its 95 % Student-t confidence interval (``n - 1`` degrees of freedom).
         verdict: One of :data:`VERDICTS`.
         unit, scale, digits: How :meth:`describe` displays the numbers.
+        replicates: What the repetitions are (``"seeds"`` or ``"timing rounds"``).
     """
 
     protocol: str
@@ -389,6 +400,7 @@ class Evidence:
     unit: str = ""
     scale: float = 1.0
     digits: int = 1
+    replicates: str = "seeds"
 
     @property
     def mean_difference(self):
@@ -403,7 +415,7 @@ class Evidence:
     def describe(self):
         """One line: ``"+1.4 points [0.6, 2.2] (95% t-interval, 5 paired seeds)"``."""
         unit = f" {self.unit}" if self.unit else ""
-        seeds = f"{self.n} paired seeds" if self.kind == "paired" else f"{self.n} seeds"
+        seeds = f"{self.n} {'paired ' if self.kind == 'paired' else ''}{self.replicates}"
         return (f"{_fmt(self.mean, self.scale, self.digits, sign=self.kind == 'paired')}{unit} "
                 f"[{_fmt(self.ci_low, self.scale, self.digits)}, "
                 f"{_fmt(self.ci_high, self.scale, self.digits)}] "
@@ -506,7 +518,8 @@ def check_record(record, *, rtol=1e-9):
                          f"confidence={record['confidence']!r}")
     plan = Plan(claim=record["claim"], quantity=record["quantity"], threshold=record["threshold"],
                 higher_is_better=record["higher_is_better"], paired=paired, unit=record["unit"],
-                scale=record["scale"], digits=record["digits"], labels=tuple(record["labels"]))
+                scale=record["scale"], digits=record["digits"], labels=tuple(record["labels"]),
+                replicates=record["replicates"])
     redone = (plan.compare(a, record["b"], seeds=record["seeds"]) if paired
               else plan.measure(a, seeds=record["seeds"]))
     if record["rule"] != redone.rule:

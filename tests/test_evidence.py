@@ -160,8 +160,23 @@ def test_single_arm():
     assert evidence.check_record(result.as_record()).verdict == "holds"
 
 
+def test_timing_rounds_are_named_as_such():
+    # A timing repeated on one machine is not a set of seeds: the rule, the one-line summary and
+    # the record say "timing rounds", and the record's check re-derives the same rule.
+    plan = evidence.Plan(claim="c", quantity="time ratio", threshold=0.9, higher_is_better=False,
+                         paired=False, replicates="timing rounds")
+    result = plan.measure([0.80, 0.82, 0.79, 0.81, 0.83, 0.80, 0.78], seeds=range(7))
+    assert "at least 5 timing rounds" in result.rule and "seeds" not in result.rule
+    assert result.describe().endswith("(95% t-interval, 7 timing rounds)")
+    assert evidence.check_record(result.as_record()).describe() == result.describe()
+    with pytest.raises(ValueError, match=r"`replicates` must be one of .*Received: replicates='runs'"):
+        evidence.Plan(claim="c", quantity="q", threshold=0.0, replicates="runs")
+    with pytest.raises(ValueError, match=r"at least 5 timing rounds.*\(4 timing rounds\)"):
+        plan.measure([0.8] * 4, seeds=range(4))
+
+
 @pytest.mark.parametrize("a, b, seeds, match", [
-    ([1, 2, 3, 4], [1, 2, 3, 4], range(4), r"`a` must hold at least 5 .*Received: a=\[1.0, 2.0"),
+    ([1, 2, 3, 4], [1, 2, 3, 4], range(4), r"`a` must hold the results of at least 5 seeds.*Received: a=\[1.0, 2.0"),
     ([1, 2, 3, 4, 5], [1, 2, 3, 4], range(5), r"Received: len\(a\)=5, len\(b\)=4"),
     ([1, 2, 3, 4, float("nan")], [1] * 5, range(5), r"`a` must hold finite numbers"),
     ([1, 2, 3, 4, 5], [1] * 5, range(4), r"`seeds` must hold 5 distinct integers"),
