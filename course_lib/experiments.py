@@ -469,7 +469,9 @@ def normalization_layer(kind, name, *, groups=4, momentum=0.99, ln_axis=-1):
     """The normalization layer that ``kind`` names (one of :data:`NORMALIZATIONS` but "none").
 
     ``"bn"``: ``BatchNormalization``; ``"brn"``: ``BatchRenormalization`` with the paper's
-    clipping ``rmax=3, rmin=1/3, dmax=5`` (and ``renorm_momentum=momentum``); ``"gn"`` and ``"ws+gn"``: ``GroupNormalization``
+    warm-up, :class:`course_lib.RenormClippingSchedule` (plain BN for the first 5,000 training
+    steps, then the clipping relaxed towards ``rmax=3, dmax=5``; Ioffe 2017, section 4.1), and
+    ``renorm_momentum=momentum``; ``"gn"`` and ``"ws+gn"``: ``GroupNormalization``
     (``"ws+gn"`` also swaps the convolutions for ``WSConv2D`` in :func:`build_norm_cnn`);
     ``"ln"``: ``LayerNormalization`` over ``ln_axis`` (``[1, 2, 3]`` for images: every axis
     but the batch).
@@ -479,9 +481,9 @@ def normalization_layer(kind, name, *, groups=4, momentum=0.99, ln_axis=-1):
     if kind == "bn":
         return course_lib.BatchNormalization(momentum=momentum, name=name)
     if kind == "brn":
-        clipping = {"rmax": 3.0, "rmin": 1.0 / 3.0, "dmax": 5.0}
         return course_lib.BatchRenormalization(
-            momentum=momentum, renorm_momentum=momentum, renorm_clipping=clipping, name=name)
+            momentum=momentum, renorm_momentum=momentum,
+            renorm_clipping=course_lib.RenormClippingSchedule(), name=name)
     if kind in ("gn", "ws+gn"):
         return course_lib.GroupNormalization(groups=groups, name=name)
     if kind == "ln":

@@ -353,6 +353,10 @@ def _stack(layer, arrays):
     """K single-model arrays of one weight -> the replicated layer's array."""
     if isinstance(layer, (StackedDense, ReplicaLayerNormalization)):
         return np.stack(arrays, axis=0)
+    if np.ndim(arrays[0]) == 0:  # a counter every replica shares (BRN's warm-up step)
+        if any(a != arrays[0] for a in arrays):
+            raise ValueError(f"The replicas of `{layer.name}` disagree on a scalar weight: {arrays!r}")
+        return arrays[0]
     # Grouped convolutions, BN, BRN, GN: the replicas' channels side by side on the last axis.
     return np.concatenate(arrays, axis=-1)
 
@@ -361,6 +365,8 @@ def _unstack(layer, array, k, replicas):
     """The replicated layer's array of one weight -> replica ``k``'s single-model array."""
     if isinstance(layer, (StackedDense, ReplicaLayerNormalization)):
         return array[k]
+    if np.ndim(array) == 0:  # a counter every replica shares (BRN's warm-up step)
+        return array
     width = array.shape[-1] // replicas
     return array[..., k * width:(k + 1) * width]
 

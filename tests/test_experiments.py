@@ -371,7 +371,9 @@ def test_build_norm_mlp_structure(kind, cls):
     assert not model.get_layer("dense_1").use_bias
     if kind == "brn":
         norm = model.get_layer("norm_1")
-        assert norm.renorm and norm.renorm_clipping == {"rmax": 3.0, "rmin": 1 / 3, "dmax": 5.0}
+        # The paper's warm-up (plain BN first), not fixed clipping from step 0.
+        assert norm.renorm and isinstance(norm.renorm_clipping, course_lib.RenormClippingSchedule)
+        assert norm.renorm_clipping == course_lib.RenormClippingSchedule()
     plain = experiments.build_norm_mlp("none", hidden_layers=2, units=12)
     assert [layer.name for layer in plain.layers[1:]] == ["dense_1", "relu_1", "dense_2", "relu_2", "logits"]
     assert plain.get_layer("dense_1").use_bias
