@@ -111,6 +111,17 @@ LEDGER_ROWS = [
     ("12", "05_training_vs_inference", "ch05_transfer"),
     ("13", "08_alternatives", "ch08_adabn"),
     ("14", "06_why_it_helps", "ch06_ics"),
+    ("15", "11_residual_networks_and_weight_decay", "ch11_zero_gamma"),
+    ("16", "11_residual_networks_and_weight_decay", "ch11_weight_decay"),
+    ("17", "11_residual_networks_and_weight_decay", "ch11_agc"),
+    ("18", "11_residual_networks_and_weight_decay", "ch11_tent"),
+    ("19", "12_transformers", "ch12_prenorm"),
+    ("20a", "12_transformers", "ch12_warmup"),
+    ("20b", "12_transformers", "ch12_warmup_high"),
+    ("21a", "12_transformers", "ch12_prenorm_no_warmup"),
+    ("21b", "12_transformers", "ch12_prenorm_no_warmup_high"),
+    ("22", "12_transformers", "ch12_rmsnorm"),
+    ("23", "12_transformers", "ch12_rmsnorm_speed"),
 ]
 
 
