@@ -12,6 +12,71 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_axis(axis):
+    """``axis`` as the per-example normalization layers keep it (an int, or a list of ints);
+    ValueError naming the value otherwise."""
+    if isinstance(axis, (list, tuple)) and axis and all(_is_int(a) for a in axis):
+        return list(axis)
+    if _is_int(axis):
+        return axis
+    raise ValueError(
+        f"`axis` must be an integer or a non-empty list of integers. Received: axis={axis!r}"
+    )
+
+
+def normalized_axes(axis, input_shape):
+    """The axes ``axis`` names in an input of shape ``input_shape``, sorted and non-negative.
+
+    Resolved against each input's own rank, as Keras resolves them: a negative axis counts
+    from the last, so a layer built on a rank-3 input with ``axis=-1`` normalizes the last
+    axis of a rank-4 input too.
+    """
+    ndim = len(input_shape)
+    given = axis if isinstance(axis, list) else [axis]
+    for a in given:
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"`axis` is out of range for inputs of rank {ndim}. "
+                f"Received: axis={axis}, input_shape={tuple(input_shape)}"
+            )
+    axes = sorted({a % ndim for a in given})
+    if len(axes) != len(given):
+        raise ValueError(f"`axis` names an axis twice. Received: axis={axis}")
+    return axes
+
+
+def weight_shape(axis, input_shape):
+    """The shape of a per-feature weight: the sizes of the normalized axes, which must be known."""
+    shape = tuple(input_shape[a] for a in normalized_axes(axis, input_shape))
+    if None in shape:
+        raise ValueError(
+            "The normalized axes of the input must have a known size. "
+            f"Received: axis={axis}, input_shape={tuple(input_shape)}"
+        )
+    return shape
+
+
+def broadcast_weight(v, axis, input_shape):
+    """Reshape a per-feature weight to broadcast against an input of shape ``input_shape``.
+
+    A layer may be called on inputs of another rank than the one it was built on (Keras's
+    layers allow it): the normalized axes are those ``axis`` names in this input, and their
+    sizes must be the weight's. Where they differ Keras fails in a reshape; here a ValueError
+    names ``axis`` and the shapes.
+    """
+    axes = normalized_axes(axis, input_shape)
+    sizes = tuple(input_shape[a] for a in axes)
+    if any(n is not None and n != size for n, size in zip(sizes, v.shape)):
+        raise ValueError(
+            f"The axes `axis` names in this input have sizes {sizes}; the layer was built for "
+            f"sizes {tuple(v.shape)}. Received: axis={axis}, input_shape={tuple(input_shape)}"
+        )
+    shape = [1] * len(input_shape)
+    for a, size in zip(axes, v.shape):
+        shape[a] = size
+    return ops.reshape(v, shape)
+
+
 @keras.saving.register_keras_serializable(package="course_lib")
 class LayerNormalization(keras.layers.Layer):
     """Normalize each example over its own features, not over the batch (Ba et al., 2016).
@@ -27,6 +92,10 @@ class LayerNormalization(keras.layers.Layer):
     ```
 
     ``gamma`` and ``beta`` have the shape of the normalized axes (one value per feature).
+    As in Keras, ``axis`` names the axes of each input the layer is called on (a negative axis
+    counts from the last), so a layer built on one rank may be called on another where those
+    axes have the sizes it was built for; where they do not, Keras fails in a reshape and this
+    layer raises a ``ValueError`` naming ``axis`` and the input's shape.
     ``rms_scaling`` divides by the root mean square, as RMSNorm (Zhang & Sennrich, 2019) does
     and as ``keras.layers.RMSNormalization`` computes. Keras's own (deprecated)
     ``rms_scaling=True`` divides by the standard deviation instead; we do not copy that bug.
@@ -79,18 +148,7 @@ class LayerNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)):
-            if not axis or not all(_is_int(a) for a in axis):
-                raise ValueError(
-                    f"`axis` must be an integer or a non-empty list of integers. "
-                    f"Received: axis={axis!r}"
-                )
-            axis = list(axis)
-        elif not _is_int(axis):
-            raise ValueError(
-                f"`axis` must be an integer or a non-empty list of integers. "
-                f"Received: axis={axis!r}"
-            )
+        axis = check_axis(axis)
         if not epsilon > 0.0:
             raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon!r}")
         _check_bool("center", center)
@@ -112,23 +170,7 @@ class LayerNormalization(keras.layers.Layer):
         self.beta = None
 
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axes = self.axis if isinstance(self.axis, list) else [self.axis]
-        for a in axes:
-            if not -ndim <= a < ndim:
-                raise ValueError(
-                    f"`axis` is out of range for inputs of rank {ndim}. "
-                    f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
-                )
-        self._axes = sorted({a % ndim for a in axes})
-        if len(self._axes) != len(axes):
-            raise ValueError(f"`axis` names an axis twice. Received: axis={self.axis}")
-        shape = tuple(input_shape[a] for a in self._axes)
-        if None in shape:
-            raise ValueError(
-                "The normalized axes of the input must have a known size. "
-                f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
-            )
+        shape = weight_shape(self.axis, input_shape)
         # autocast=False: under mixed precision the parameters stay float32.
         if self.scale or self.rms_scaling:
             self.gamma = self.add_weight(
@@ -149,28 +191,25 @@ class LayerNormalization(keras.layers.Layer):
                 autocast=False,
             )
 
-    def _broadcast(self, v, ndim):
-        """Reshape a parameter of the normalized axes' shape to broadcast against the input."""
-        shape = [1] * ndim
-        for a, size in zip(self._axes, v.shape):
-            shape[a] = size
-        return ops.reshape(v, shape)
-
     def call(self, inputs, training=None, mask=None):
-        ndim = len(inputs.shape)
+        # The axes `axis` names in *this* input: it may have another rank than the one the
+        # layer was built on, as in Keras.
+        axes = normalized_axes(self.axis, inputs.shape)
         compute_dtype = _compute_dtype(inputs.dtype)
         x = ops.cast(inputs, compute_dtype)
         if self.rms_scaling:
-            outputs = x * ops.rsqrt(_mean(ops.square(x), self._axes) + self.epsilon)
+            outputs = x * ops.rsqrt(_mean(ops.square(x), axes) + self.epsilon)
         else:
-            mean = _mean(x, self._axes)
+            mean = _mean(x, axes)
             centred = x - mean  # centre first: x * inv - mean * inv cancels badly for |x| >> std
-            var = _mean(ops.square(centred), self._axes)
+            var = _mean(ops.square(centred), axes)
             outputs = centred * ops.rsqrt(var + self.epsilon)
         if self.gamma is not None:
-            outputs = outputs * self._broadcast(ops.cast(self.gamma, compute_dtype), ndim)
+            gamma = ops.cast(self.gamma, compute_dtype)
+            outputs = outputs * broadcast_weight(gamma, self.axis, inputs.shape)
         if self.beta is not None:
-            outputs = outputs + self._broadcast(ops.cast(self.beta, compute_dtype), ndim)
+            beta = ops.cast(self.beta, compute_dtype)
+            outputs = outputs + broadcast_weight(beta, self.axis, inputs.shape)
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "reduction_axes",
+    "per_feature",
     "batchnorm_forward_train",
     "batchnorm_forward_inference",
     "batchnorm_backward",
@@ -35,11 +36,14 @@ def reduction_axes(ndim, axis=-1):
     return tuple(a for a in range(ndim) if a != axis)
 
 
-def _broadcast(v, ndim, axis):
-    """Reshape a per-feature vector so it broadcasts against an input of rank ``ndim``."""
+def per_feature(v, ndim, axis=-1):
+    """Reshape a per-feature vector so it broadcasts against an input of rank ``ndim`` whose
+    feature axis is ``axis``: shape ``(C,)`` becomes ``(1, C, 1, 1)`` for ``ndim=4, axis=1``."""
     shape = [1] * ndim
     shape[axis % ndim] = -1
     return np.reshape(v, shape)
+
+
 
 
 def batchnorm_forward_train(x, gamma, beta, eps=1e-3, axis=-1):
@@ -57,7 +61,7 @@ def batchnorm_forward_train(x, gamma, beta, eps=1e-3, axis=-1):
     x = np.asarray(x)
     axes = reduction_axes(x.ndim, axis)
     mean = x.mean(axis=axes)
-    var = ((x - _broadcast(mean, x.ndim, axis)) ** 2).mean(axis=axes)
+    var = ((x - per_feature(mean, x.ndim, axis)) ** 2).mean(axis=axes)
     y = batchnorm_forward_inference(x, gamma, beta, mean, var, eps, axis)
     return y, mean, var
 
@@ -65,7 +69,7 @@ def batchnorm_forward_train(x, gamma, beta, eps=1e-3, axis=-1):
 def batchnorm_forward_inference(x, gamma, beta, mean, var, eps=1e-3, axis=-1):
     """BN with fixed statistics (inference: the moving or population mean and variance)."""
     x = np.asarray(x)
-    b = lambda v: _broadcast(v, x.ndim, axis)  # noqa: E731
+    b = lambda v: per_feature(v, x.ndim, axis)  # noqa: E731
     xhat = (x - b(mean)) / np.sqrt(b(var) + eps)
     return b(gamma) * xhat + b(beta)
 
@@ -89,7 +93,7 @@ def batchnorm_backward(dy, x, gamma, eps=1e-3, axis=-1):
     dy = np.asarray(dy)
     axes = reduction_axes(x.ndim, axis)
     m = x.size // x.shape[axis]
-    b = lambda v: _broadcast(v, x.ndim, axis)  # noqa: E731
+    b = lambda v: per_feature(v, x.ndim, axis)  # noqa: E731
     mean = x.mean(axis=axes)
     xc = x - b(mean)
     var = (xc**2).mean(axis=axes)

@@ -7,14 +7,7 @@ from keras import ops
 
 from course_lib._common import compute_dtype as _compute_dtype
 from course_lib._common import mean as _mean
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _as_list(axis):
-    return axis if isinstance(axis, list) else [axis]
+from course_lib.layer_normalization import broadcast_weight, check_axis, normalized_axes, weight_shape
 
 
 @keras.saving.register_keras_serializable(package="course_lib")
@@ -71,18 +64,7 @@ class RMSNormalization(keras.layers.Layer):
 
     def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)):
-            if not axis or not all(_is_int(a) for a in axis):
-                raise ValueError(
-                    f"`axis` must be an integer or a non-empty list of integers. "
-                    f"Received: axis={axis!r}"
-                )
-            axis = list(axis)
-        elif not _is_int(axis):
-            raise ValueError(
-                f"`axis` must be an integer or a non-empty list of integers. "
-                f"Received: axis={axis!r}"
-            )
+        axis = check_axis(axis)
         if (isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real)
                 or not epsilon > 0.0 or epsilon == float("inf")):
             raise ValueError(
@@ -94,50 +76,25 @@ class RMSNormalization(keras.layers.Layer):
         self.scale = None
 
     def build(self, input_shape):
-        ndim = len(input_shape)
-        axes = _as_list(self.axis)
-        for a in axes:
-            if not -ndim <= a < ndim:
-                raise ValueError(
-                    f"`axis` is out of range for inputs of rank {ndim}. "
-                    f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
-                )
-        sorted_axes = sorted({a % ndim for a in axes})
-        if len(sorted_axes) != len(axes):
-            raise ValueError(f"`axis` names an axis twice. Received: axis={self.axis}")
-        shape = tuple(input_shape[a] for a in sorted_axes)
-        if None in shape:
-            raise ValueError(
-                "The normalized axes of the input must have a known size. "
-                f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
-            )
         # autocast=False: under mixed precision `scale` stays float32 (call computes in float32).
         self.scale = self.add_weight(
-            name="scale", shape=shape, initializer="ones", autocast=False
+            name="scale", shape=weight_shape(self.axis, input_shape), initializer="ones",
+            autocast=False,
         )
 
     def call(self, inputs, training=None, mask=None):
-        ndim = len(inputs.shape)
         # The axes of *this* input: a layer built on rank 3 may be called on rank 4 (Keras's
         # own test does), and `axis=-1` must still mean the last axis.
-        axes = sorted(a % ndim for a in _as_list(self.axis))
+        axes = normalized_axes(self.axis, inputs.shape)
         compute_dtype = _compute_dtype(inputs.dtype)  # float16 squares overflow: use float32
         x = ops.cast(inputs, compute_dtype)
         outputs = x * ops.rsqrt(_mean(ops.square(x), axes) + self.epsilon)
-        shape = [1] * ndim
-        for a, size in zip(axes, self.scale.shape):
-            shape[a] = size
-        outputs = outputs * ops.reshape(ops.cast(self.scale, compute_dtype), shape)
+        scale = ops.cast(self.scale, compute_dtype)
+        outputs = outputs * broadcast_weight(scale, self.axis, inputs.shape)
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        ndim = len(input_shape)
-        for a in _as_list(self.axis):
-            if not -ndim <= a < ndim:
-                raise ValueError(
-                    f"`axis` is out of range for inputs of rank {ndim}. "
-                    f"Received: axis={self.axis}, input_shape={tuple(input_shape)}"
-                )
+        normalized_axes(self.axis, input_shape)  # raises for an axis out of range
         return input_shape
 
     def get_config(self):

@@ -4,8 +4,8 @@ check -- which import Keras when they run).
 
 One module per problem set (``coursework.ps01_numpy_batchnorm``); the shared machinery (calling the
 learner's function on fixed inputs, comparing with ``course_lib.reference`` and naming the
-likely mistake) is in ``coursework._core``, and multiple-choice questions from ps05_dropout_vs_bn on
-use ``coursework._choice``.
+likely mistake) is in ``coursework._core``, and every problem set with multiple-choice
+questions uses ``coursework._choice``.
 
 >>> from coursework import ps01_numpy_batchnorm as checks
 >>> checks.check_forward_train(batchnorm_forward_train)   # doctest: +SKIP

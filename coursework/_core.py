@@ -10,8 +10,10 @@ A check is two steps, kept apart on purpose:
   :class:`Mistake` that explains the learner's outputs -- named only when it explains all of
   them, on every case compared, never on a partial or rounding-size match.
 
-A record holds plain data only (a case index, the returned arrays, strings), so that a later
-version can run :func:`compare` in a separate, trusted process. When the learner writes
+A record holds plain data only (a case index, the returned arrays, strings), so that
+:func:`compare` can run in a separate, trusted process: the course's grader
+(``instructor.grading``) reads the records a submission wrote (``coursework._record``) and
+calls :func:`compare` in its own process. When the learner writes
 something other than a function of arrays (a Keras layer class, a function of a model), the
 spec's ``driver`` builds what a case needs from its plain arguments, runs the learner's code
 and returns arrays, so the record stays plain data; the reference runs the same driver on the
@@ -19,8 +21,8 @@ oracle. Nothing here prints to stderr: in nbgrader a grade cell that writes to s
 zero.
 
 A failed check raises :class:`CheckFailure`, an ``AssertionError`` whose ``mistake`` field holds
-the label of the mistake its message names (or None) and whose ``kind`` says what failed, for
-a grader that records verdicts.
+the label of the mistake its message names (or None) and whose ``kind`` says what failed; the
+grader records both with each verdict.
 """
 
 import contextlib
@@ -211,7 +213,8 @@ class CheckFailure(AssertionError):
         The label of the catalogued mistake that the message names (the ``label`` in
         "Most likely mistake (label): ..."), or None when the message names no mistake. A
         mistake is named only when it explains every output of every case compared (see
-        :func:`compare`), so this field is never a guess.
+        :func:`compare`), so this field is never a guess. For a wrong multiple-choice answer
+        (``kind == "answer"``), the answer given: ``answer_q1 = 'b'``.
     kind : str or None
         What failed, in one word or two: "values", "shape", "dtype", "type", "nan",
         "exception", "not implemented", "returned", "mutated", "reference" (a function
@@ -243,7 +246,8 @@ def fail(message, mistake=None, kind=None):
     message : str
         What the learner reads.
     mistake : str, optional
-        The label of the catalogued mistake the message names, if it names one.
+        The label of the catalogued mistake the message names, if it names one (for a wrong
+        multiple-choice answer, the answer given).
     kind : str, optional
         What failed (see :class:`CheckFailure`).
     """

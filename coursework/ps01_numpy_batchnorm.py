@@ -22,8 +22,9 @@ features along axis 0, other epsilons; every dimension differs from every other.
 import numpy as np
 
 from course_lib import reference as ref
+from course_lib.reference import per_feature
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, judge
+from coursework._core import Case, Checks, Mistake, Output, Spec
 
 __all__ = [
     "check_forward_train", "check_forward_inference", "check_moving_average", "check_backward",
@@ -54,12 +55,6 @@ def _rng(key, hidden, index):
     return np.random.default_rng([2015, _KEYS.index(key), int(hidden), index])
 
 
-def _per_feature(v, ndim, axis):
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return np.reshape(v, shape)
-
-
 def _layouts(hidden):
     return _HIDDEN if hidden else _VISIBLE
 
@@ -80,7 +75,7 @@ def _x(rng, shape, axis, dtype):
     scale = rng.uniform(0.5, 2.0, c)
     scale[rng.integers(c)] = 0.1
     ndim = len(shape)
-    x = _per_feature(loc, ndim, axis) + _per_feature(scale, ndim, axis) * rng.standard_normal(shape)
+    x = per_feature(loc, ndim, axis) + per_feature(scale, ndim, axis) * rng.standard_normal(shape)
     return x.astype(dtype)
 
 
@@ -142,7 +137,7 @@ def _backward_cases(hidden):
         c = shape[axis]
         gamma, _ = _gamma_beta(rng, c, dtype)
         # A per-feature offset in dy, so that dbeta and dgamma are far from zero.
-        offset = _per_feature(rng.uniform(-1.0, 1.0, c), len(shape), axis)
+        offset = per_feature(rng.uniform(-1.0, 1.0, c), len(shape), axis)
         dy = (offset + rng.standard_normal(shape)).astype(dtype)
         out.append(Case(_describe(label, shape, axis, dtype, eps, ", with upstream gradient dy"),
                         ("dy", "x", "gamma", "eps", "axis"), (dy, x, gamma, eps, axis),
@@ -183,7 +178,7 @@ def _forward_train_variant(which="others", ddof=0, mode="inside", affine="normal
         mean = x.mean(axis=axes, keepdims=True)
         var = ((x - mean) ** 2).sum(axis=axes, keepdims=True) / (m - ddof)
         xhat = _normalise(x - mean, var, eps, mode)
-        g, b = _per_feature(gamma, x.ndim, axis), _per_feature(beta, x.ndim, axis)
+        g, b = per_feature(gamma, x.ndim, axis), per_feature(beta, x.ndim, axis)
         y = {"normal": g * xhat + b, "swapped": b * xhat + g, "none": xhat}[affine]
         var_out = np.sqrt(var) if report == "std" else var
         return y, np.squeeze(mean), np.squeeze(var_out)
@@ -242,7 +237,7 @@ def _forward_inference_ref(x, gamma, beta, moving_mean, moving_var, eps, axis):
 def _forward_inference_variant(stats="moving", mode="inside", affine="normal"):
     def outputs(x, gamma, beta, moving_mean, moving_var, eps, axis):
         x, gamma, beta, mean, var = _f64(x, gamma, beta, moving_mean, moving_var)
-        b = lambda v: _per_feature(v, x.ndim, axis)  # noqa: E731
+        b = lambda v: per_feature(v, x.ndim, axis)  # noqa: E731
         if stats == "batch":
             _, mean, var = ref.batchnorm_forward_train(x, gamma, beta, eps, axis)
         elif stats == "swapped":
@@ -330,7 +325,7 @@ def _backward_variant(ddof=0, mode="inside", mean_term=True, var_term=True, use_
         dy, x, gamma = _f64(dy, x, gamma)
         axes = ref.reduction_axes(x.ndim, axis)
         m = x.size // x.shape[axis]
-        b = lambda v: _per_feature(v, x.ndim, axis)  # noqa: E731
+        b = lambda v: per_feature(v, x.ndim, axis)  # noqa: E731
         xc = x - x.mean(axis=axes, keepdims=True)
         var = (xc**2).sum(axis=axes, keepdims=True) / (m - ddof)
         std = {"inside": np.sqrt(var + eps), "missing": np.sqrt(var),
@@ -524,20 +519,6 @@ QUESTIONS = {
 }
 
 
-def record_answer(question, answer):
-    """Step 1 for a multiple-choice question: keep the answer as given."""
-    return _choice.record_answer(question, answer)
-
-
-def compare_answer(rec, hidden=False):
-    """Step 2: the format (visible) or the answer itself (hidden)."""
-    __tracebackhide__ = True  # noqa: F841
-    _choice.compare_answer("ps01_numpy_batchnorm", QUESTIONS, rec, hidden)
-
-
-def check_answer(question, answer, hidden=False):
-    """Part D: ``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
-    __tracebackhide__ = True  # noqa: F841
-    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
-    print(f"answer_{question} = {answer!r}: " +
-          ("correct." if hidden else "a valid answer (it is graded when you submit)."))
+_CHOICES = _choice.Choices(__name__, QUESTIONS)
+record_answer, compare_answer, check_answer = (
+    _CHOICES.record_answer, _CHOICES.compare_answer, _CHOICES.check_answer)

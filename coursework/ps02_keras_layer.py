@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from course_lib.reference import per_feature
 from coursework._core import Case, Checks, Mistake, Output, Problem, Spec, close
 from coursework._core import compare as _compare
 from coursework._core import record as _record
@@ -82,12 +83,6 @@ def _rng(key, hidden, index):
     return np.random.default_rng([2015, 2, _KEYS.index(key), int(hidden), index])
 
 
-def _per_feature(v, ndim, axis):
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return np.reshape(v, shape)
-
-
 def _describe(label, shape, axis, dtype, momentum, eps, extra=""):
     return (f"{label}: x of shape {shape}, {np.dtype(dtype).name}, axis={axis}, "
             f"momentum={momentum:g}, epsilon={eps:g}{extra}")
@@ -101,7 +96,7 @@ def _x(rng, shape, axis, dtype):
     loc = rng.uniform(-2.0, 3.0, c)
     scale = rng.uniform(0.5, 2.0, c)
     scale[rng.integers(c)] = 0.1
-    x = _per_feature(loc, ndim, axis) + _per_feature(scale, ndim, axis) * rng.standard_normal(shape)
+    x = per_feature(loc, ndim, axis) + per_feature(scale, ndim, axis) * rng.standard_normal(shape)
     return x.astype(dtype)
 
 
@@ -436,7 +431,7 @@ class NumpyBatchNorm:
         return mean, ss / (m - self.ddof), ss / (m - self.moving_ddof)
 
     def _normalise(self, v, feature, mean, var):
-        b = lambda w: _per_feature(w, v.ndim, feature)  # noqa: E731
+        b = lambda w: per_feature(w, v.ndim, feature)  # noqa: E731
         denom = {"inside": np.sqrt(var + self.epsilon), "missing": np.sqrt(var),
                  "outside": np.sqrt(var) + self.epsilon}[self.eps]
         xhat = (v - mean) / denom
@@ -479,8 +474,8 @@ class NumpyBatchNorm:
         if use_batch:
             stats = mean, var
         else:
-            stats = (_per_feature(self.moving_mean, v.ndim, feature),
-                     _per_feature(self.moving_variance, v.ndim, feature))
+            stats = (per_feature(self.moving_mean, v.ndim, feature),
+                     per_feature(self.moving_variance, v.ndim, feature))
         y = back(self._normalise(v, feature, *stats))
         if update:
             self._update(mean, moving_var)

@@ -28,6 +28,7 @@ whose output for example 0 changes.
 import numpy as np
 
 from course_lib import reference as ref
+from course_lib.reference import per_feature
 from coursework._core import Case, Checks, Mistake, Output, Spec, fail, judge
 
 __all__ = ["check_layer_norm", "check_group_norm", "check_instance_norm",
@@ -40,12 +41,6 @@ _KEYS = ("layer_norm", "group_norm", "instance_norm", "first_example_outputs", "
 
 def _rng(key, hidden, index):
     return np.random.default_rng([2018, 4, _KEYS.index(key), int(hidden), index])
-
-
-def _per_feature(v, ndim, axis):
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return np.reshape(v, shape)
 
 
 def _f64(*arrays):
@@ -90,7 +85,7 @@ def _variant(ddof=0, eps_mode="inside", affine="normal", layout="grouped", with_
                 tuple(range(1, g.ndim - 2)) if positions else ()) + (channel_axis,)
             xhat = _standardise(g, axes, ddof, eps, eps_mode).reshape(moved.shape)
             xhat = np.moveaxis(xhat, -1, ax)
-        b = lambda v: _per_feature(v, x.ndim, ax)  # noqa: E731
+        b = lambda v: per_feature(v, x.ndim, ax)  # noqa: E731
         if affine == "swapped":
             return (b(beta) * xhat + b(gamma),)
         return (b(gamma) * xhat + b(beta),)
@@ -133,11 +128,11 @@ def _x(rng, shape, axis, dtype):
     nearly constant (so that epsilon matters for Instance Norm), and so is one example."""
     nd = len(shape)
     c = shape[axis]
-    loc = _per_feature(rng.uniform(-2.0, 3.0, c), nd, axis)
+    loc = per_feature(rng.uniform(-2.0, 3.0, c), nd, axis)
     scale = rng.uniform(0.5, 2.0, c)
     scale[rng.integers(c)] = 0.05
     example = rng.normal(0.0, 1.5, (shape[0],) + (1,) * (nd - 1))
-    x = loc + example + _per_feature(scale, nd, axis) * rng.standard_normal(shape)
+    x = loc + example + per_feature(scale, nd, axis) * rng.standard_normal(shape)
     # One quiet example, its values spread by about 0.03: there epsilon matters for Layer and
     # Group Norm too (their statistics otherwise span channels of very different offsets).
     k = rng.integers(shape[0])

@@ -29,7 +29,7 @@ import numpy as np
 
 from course_lib import reference as ref
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, judge
+from coursework._core import Case, Checks, Mistake, Output, Spec
 
 __all__ = [
     "check_dropout_variances", "check_measured_variances", "check_channel_statistics",
@@ -420,20 +420,6 @@ QUESTIONS = {
 }
 
 
-def record_answer(question, answer):
-    """Step 1 for a multiple-choice question: keep the answer as given."""
-    return _choice.record_answer(question, answer)
-
-
-def compare_answer(rec, hidden=False):
-    """Step 2: the format (visible) or the answer itself (hidden)."""
-    __tracebackhide__ = True  # noqa: F841
-    _choice.compare_answer("ps05_dropout_vs_bn", QUESTIONS, rec, hidden)
-
-
-def check_answer(question, answer, hidden=False):
-    """Part A: ``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
-    __tracebackhide__ = True  # noqa: F841
-    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
-    print(f"answer_{question} = {answer!r}: " +
-          ("correct." if hidden else "a valid answer (it is graded when you submit)."))
+_CHOICES = _choice.Choices(__name__, QUESTIONS)
+record_answer, compare_answer, check_answer = (
+    _CHOICES.record_answer, _CHOICES.compare_answer, _CHOICES.check_answer)

@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import reference as ref
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, _describe_exception, fail, judge, named
+from coursework._core import Case, Checks, Mistake, Output, Spec, _describe_exception, fail, named
 from coursework._core import close as _close
 from coursework._core import compare as _compare
 from coursework._core import record as _record
@@ -776,20 +776,6 @@ QUESTIONS = {
 }
 
 
-def record_answer(question, answer):
-    """Step 1 for a multiple-choice question: keep the answer as given."""
-    return _choice.record_answer(question, answer)
-
-
-def compare_answer(rec, hidden=False):
-    """Step 2: the format (visible) or the answer itself (hidden)."""
-    __tracebackhide__ = True  # noqa: F841
-    _choice.compare_answer("ps06_inference", QUESTIONS, rec, hidden)
-
-
-def check_answer(question, answer, hidden=False):
-    """Parts B and D: ``check_answer("q2", answer_q2)``; the hidden check grades the answer."""
-    __tracebackhide__ = True  # noqa: F841
-    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
-    print(f"answer_{question} = {answer!r}: " +
-          ("correct." if hidden else "a valid answer (it is graded when you submit)."))
+_CHOICES = _choice.Choices(__name__, QUESTIONS)
+record_answer, compare_answer, check_answer = (
+    _CHOICES.record_answer, _CHOICES.compare_answer, _CHOICES.check_answer)

@@ -30,8 +30,9 @@ Pure NumPy: no Keras import.
 import numpy as np
 
 from course_lib import reference as ref
+from course_lib.reference import per_feature
 from coursework import _choice
-from coursework._core import Case, Checks, Mistake, Output, Spec, judge
+from coursework._core import Case, Checks, Mistake, Output, Spec
 
 __all__ = [
     "check_rms_norm_forward", "check_rms_norm_backward", "check_gradient_norms",
@@ -48,12 +49,6 @@ def _rng(key, hidden, index):
 
 def _f64(*arrays):
     return [np.asarray(a, dtype=np.float64) for a in arrays]
-
-
-def _per_feature(v, ndim, axis):
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return np.reshape(v, shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def _rms_backward_cases(hidden):
         c = shape[axis]
         gamma = rng.uniform(0.5, 2.0, c)
         # A per-feature offset in dy, so that dgamma is far from zero.
-        dy = _per_feature(rng.uniform(-1.0, 1.0, c), len(shape), axis) + rng.standard_normal(shape)
+        dy = per_feature(rng.uniform(-1.0, 1.0, c), len(shape), axis) + rng.standard_normal(shape)
         out.append(Case(_rms_describe(label, shape, axis, dtype, eps, ", with upstream gradient dy"),
                         ("dy", "x", "gamma", "eps", "axis"),
                         (dy.astype(dtype), x.astype(dtype), gamma.astype(dtype), eps, axis),
@@ -152,7 +147,7 @@ def _rms_forward_variant(center=False, mode="inside", which="axis", scale=True, 
             (x**2).mean(axis=axes, keepdims=True)
         rms = {"inside": np.sqrt(square + eps), "missing": np.sqrt(square),
                "outside": np.sqrt(square) + eps, "no_sqrt": square + eps}[mode]
-        y = x / rms * (_per_feature(gamma, x.ndim, axis) if scale else 1.0)
+        y = x / rms * (per_feature(gamma, x.ndim, axis) if scale else 1.0)
         return y, np.squeeze(rms, axis=axes)
 
     return outputs
@@ -210,7 +205,7 @@ def _rms_backward_variant(correction=1.0, n_in_correction=True, mode="inside", u
         dy, x, gamma = _f64(dy, x, gamma)
         axes = _rms_axes(x.ndim, axis, which)
         n = int(np.prod([x.shape[a] for a in axes]))
-        g = _per_feature(gamma, x.ndim, axis)
+        g = per_feature(gamma, x.ndim, axis)
         dxhat = dy * g if use_gamma else dy
         if center:  # LayerNorm's gradient (no beta): xhat = (x - mean) / std
             xc = x - x.mean(axis=axes, keepdims=True)
@@ -689,20 +684,6 @@ QUESTIONS = {
 }
 
 
-def record_answer(question, answer):
-    """Step 1 for a multiple-choice question: keep the answer as given."""
-    return _choice.record_answer(question, answer)
-
-
-def compare_answer(rec, hidden=False):
-    """Step 2: the format (visible) or the answer itself (hidden)."""
-    __tracebackhide__ = True  # noqa: F841
-    _choice.compare_answer("ps07_modern_networks", QUESTIONS, rec, hidden)
-
-
-def check_answer(question, answer, hidden=False):
-    """Part D: ``check_answer("q1", answer_q1)``; the hidden check grades the answer."""
-    __tracebackhide__ = True  # noqa: F841
-    judge(__name__, "compare_answer", record_answer(question, answer), hidden)
-    print(f"answer_{question} = {answer!r}: " +
-          ("correct." if hidden else "a valid answer (it is graded when you submit)."))
+_CHOICES = _choice.Choices(__name__, QUESTIONS)
+record_answer, compare_answer, check_answer = (
+    _CHOICES.record_answer, _CHOICES.compare_answer, _CHOICES.check_answer)

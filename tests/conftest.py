@@ -49,3 +49,33 @@ def layer_gradients(layer, x, dy, training=True):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def jax_float64(request):
+    """JAX silently computes float64 in float32 unless x64 is on: on for a test parametrized
+    with "float64" (a test module opts in with ``pytest.mark.usefixtures("jax_float64")``)."""
+    params = getattr(request.node, "callspec", None)
+    wants_64 = params is not None and "float64" in params.params.values()
+    import keras
+
+    if wants_64 and keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def with_training_argument(layer_class):
+    """A Keras layer class, unchanged but for a ``training`` argument to ``call``: on JAX,
+    :func:`layer_gradients` passes one to ``stateless_call``, which Keras's own ``call`` of a
+    normalization layer without one would refuse. Used to make Keras's layers oracles."""
+
+    class Oracle(layer_class):
+        def call(self, inputs, training=None):
+            return super().call(inputs)
+
+    Oracle.__name__ = Oracle.__qualname__ = f"_{layer_class.__name__}"
+    return Oracle

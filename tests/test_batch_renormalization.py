@@ -38,7 +38,7 @@ def _numpy_renorm(batches, gamma, beta, mu, sigma, alpha, eps, axis, rmax, dmax)
     for x in batches:
         x = x.astype("float64")
         axes = reference.reduction_axes(x.ndim, axis)
-        b = lambda v: reference._broadcast(v, x.ndim, axis)  # noqa: E731
+        b = lambda v: reference.per_feature(v, x.ndim, axis)  # noqa: E731
         mu_b = x.mean(axis=axes)
         sigma_b = np.sqrt(x.var(axis=axes) + eps)
         r = np.clip(sigma_b / sigma, 1.0 / rmax, rmax)
@@ -133,7 +133,7 @@ def test_matches_the_paper_over_steps(rng, rank, axis):
         np.testing.assert_allclose(getattr(layer, name).numpy(), value, rtol=1e-5, err_msg=name)
     # Inference: y = gamma * (x - mu) / sigma + beta with the paper's moving mu and sigma.
     x = batches[0]
-    b = lambda v: reference._broadcast(v, x.ndim, axis)  # noqa: E731
+    b = lambda v: reference.per_feature(v, x.ndim, axis)  # noqa: E731
     np.testing.assert_allclose(
         np.asarray(layer(x)), b(gamma) * (x - b(mu)) / b(sigma) + b(beta), rtol=1e-4, atol=1e-4
     )
@@ -155,7 +155,7 @@ def test_gradient_treats_r_and_d_as_constants(rng, rank, axis):
     dx, (dgamma, dbeta) = layer_gradients(layer, x.astype("float32"), dy.astype("float32"))
 
     axes = reference.reduction_axes(x.ndim, axis)
-    b = lambda v: reference._broadcast(v, x.ndim, axis)  # noqa: E731
+    b = lambda v: reference.per_feature(v, x.ndim, axis)  # noqa: E731
     sigma_b = np.sqrt(x.var(axis=axes) + eps)
     r, d = sigma_b / sigma, (x.mean(axis=axes) - mu) / sigma
     expected_dx, _, _ = reference.batchnorm_backward(dy, x, gamma * r, eps=eps, axis=axis)

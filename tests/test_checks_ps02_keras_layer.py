@@ -6,12 +6,12 @@ independently of the NumPy model of mistakes in ``coursework.ps02_keras_layer``.
 checks is keras.layers.BatchNormalization; the NumPy model is compared with it here too.
 """
 
-import pickle
 import re
 
 import keras
 import numpy as np
 import pytest
+from checks_tests import assert_every_mistake_shows, assert_records_are_plain_data, fixed_cases
 from keras import ops
 
 from coursework import ps02_keras_layer as checks
@@ -423,21 +423,17 @@ def test_no_stderr(capfd):
 
 
 def test_records_are_plain_data_and_compare_needs_nothing_else():
-    records = checks.record("moving_statistics", variant(ema="reversed"), hidden=True)
-    restored = pickle.loads(pickle.dumps(records))
+    restored = assert_records_are_plain_data(checks, "moving_statistics", variant(ema="reversed"),
+                                             "momentum reversed")
     assert all(isinstance(v, np.ndarray) for r in restored for v in r["returned"])
-    with pytest.raises(AssertionError, match=r"momentum reversed"):
-        checks.compare("moving_statistics", restored)
     assert checks.compare("moving_statistics", checks.record("moving_statistics", Learner)) == 2
 
 
 @pytest.mark.parametrize("key", list(checks.SPECS))
 @pytest.mark.parametrize("hidden", [False, True])
 def test_cases_are_fixed_and_every_dimension_differs(key, hidden):
-    first, second = checks.cases(key, hidden), checks.cases(key, hidden)
-    for a, b in zip(first, second):
-        for u, v in zip(a.args, b.args):
-            np.testing.assert_array_equal(u, v)
+    first = fixed_cases(checks, key, hidden)
+    for a in first:
         shape = a.args[0] if key == "build" else np.shape(a.args[0])
         if key in ("moving_statistics", "channels_first"):
             shape = shape[1:]
@@ -467,19 +463,7 @@ def test_numpy_model_without_mistakes_is_keras(key, hidden):
 
 @pytest.mark.parametrize("key", list(checks.SPECS))
 def test_every_catalogued_mistake_is_visible_on_the_visible_cases(key):
-    spec = checks.SPECS[key]
-    for mistake in spec.mistakes:
-        differs = False
-        for case in spec.cases(False):
-            expected = spec.reference(*case.args)
-            try:
-                with np.errstate(all="ignore"):
-                    got = mistake.outputs(*case.args)
-            except ValueError:
-                continue  # this mistake fails on this input, as the learner's code would
-            differs |= any(np.shape(g) != np.shape(e) or not np.allclose(g, e, rtol=1e-2)
-                           for g, e in zip(got, expected))
-        assert differs, mistake.label
+    assert_every_mistake_shows(checks.SPECS[key], checks.cases(key, False))
 
 
 @pytest.mark.parametrize("switches", [{"eps_mode": "missing"}, {"swapped": True}, {"ddof": 1},

@@ -7,12 +7,12 @@ mistake generators in ``coursework.ps06_inference`` (a check is never tested aga
 """
 
 import json
-import pickle
 import sys
 
 import keras
 import numpy as np
 import pytest
+from checks_tests import assert_every_mistake_shows, assert_records_are_plain_data, fixed_cases, multiple_choice_tests
 
 import course_lib
 from coursework import ps06_inference as checks
@@ -523,57 +523,28 @@ def test_adabn_oracle_matches_recalibrate_batchnorm(hidden):
 @pytest.mark.parametrize("key", list(checks.SPECS))
 @pytest.mark.parametrize("hidden", [False, True])
 def test_cases_are_fixed(key, hidden):
-    first, second = checks.cases(key, hidden), checks.cases(key, hidden)
-    for a, b in zip(first, second):
-        for u, v in zip(a.args, b.args):
-            if isinstance(u, dict):
-                assert u.keys() == v.keys()
-                for name in u:
-                    np.testing.assert_array_equal(u[name], v[name])
-            else:
-                np.testing.assert_array_equal(u, v)
+    first = fixed_cases(checks, key, hidden)
     if hidden:
         assert np.dtype(np.float64) in {c.dtype for c in first}
 
 
 @pytest.mark.parametrize("key", list(checks.SPECS))
 def test_every_catalogued_mistake_is_visible_on_some_case(key):
-    spec = checks.SPECS[key]
-    for mistake in spec.mistakes:
-        differs = False
-        for case in spec.cases(False) + spec.cases(True):
-            expected, got = spec.reference(*case.args), mistake.outputs(*case.args)
-            assert len(got) == len(expected), mistake.label
-            differs |= any(np.shape(g) != np.shape(e) or not np.allclose(g, e, rtol=5e-3)
-                           for g, e in zip(got, expected))
-        assert differs, mistake.label
+    assert_every_mistake_shows(checks.SPECS[key], checks.cases(key, False) + checks.cases(key, True),
+                               rtol=5e-3)
 
 
 def test_numpy_records_are_plain_data():
-    records = checks.record("adabn_statistics", ADABN_MISTAKES["stale statistics upstream"])
-    restored = pickle.loads(pickle.dumps(records))
-    with pytest.raises(AssertionError, match=r"stale statistics upstream"):
-        checks.compare("adabn_statistics", restored)
+    assert_records_are_plain_data(checks, "adabn_statistics",
+                                  ADABN_MISTAKES["stale statistics upstream"],
+                                  "stale statistics upstream", hidden=False)
 
 
 # ----------------------------------------------------------------------------------------------
 # Multiple choice
 
 KEY = {"q1": "b", "q2": "d", "q3": "a", "q4": "c"}
-
-
-@pytest.mark.parametrize("question", list(KEY))
-@pytest.mark.parametrize("style", [str, str.upper, lambda s: f" ({s}) "])
-def test_right_answers_pass(question, style):
-    checks.check_answer(question, style(KEY[question]))
-    checks.check_answer(question, style(KEY[question]), hidden=True)
-
-
-@pytest.mark.parametrize("question,answer", [(q, a) for q in KEY for a in "abcd" if a != KEY[q]])
-def test_wrong_answers_fail_hidden_with_an_explanation(question, answer):
-    checks.check_answer(question, answer)
-    with pytest.raises(AssertionError, match="is not the right answer. .{40,}"):
-        checks.check_answer(question, answer, hidden=True)
+globals().update(multiple_choice_tests(checks, KEY))  # tests/checks_tests.py
 
 
 def test_q1_key_matches_keras():

@@ -236,11 +236,23 @@ def test_mistake_name_reads_the_checks_fields_or_else_the_message():
     assert mistake_name(likely, Failure(likely, "wrong order (of outputs)")) == \
         "wrong order (of outputs)"
     assert mistake_name(likely, Failure(likely, None, "values")) is None  # the field decides
-    assert mistake_name(choice, Failure(choice, None, "answer")) == "answer_q1 = 'c'"
+    assert mistake_name(choice, Failure(choice, "answer_q1 = 'c'", "answer")) == "answer_q1 = 'c'"
+    assert mistake_name(choice, Failure(choice, None, "answer")) is None  # here too
     # checks without the fields: the message is read
     assert mistake_name(likely, AssertionError(likely)) == "wrong order (of outputs)"
     assert mistake_name(choice) == "answer_q1 = 'c'"
     assert mistake_name("`f` raised ValueError: boom") is None
+
+
+def test_a_wrong_answer_is_named_by_the_checks_field(tmp_path, monkeypatch):
+    monkeypatch.setenv(_record.RECORD_ENV, str(tmp_path))
+    monkeypatch.setenv(_record.CELL_ENV, "4")
+    checks.check_answer("q1", " A ", hidden=True)
+    monkeypatch.delenv(_record.RECORD_ENV)
+    verdict = judge_calls(_record.load(str(tmp_path / "cell-4.jsonl")))
+    assert not verdict.passed and verdict.kind == "answer"
+    assert verdict.mistake == "answer_q1 = ' A '"
+    assert mistake_name(verdict.message) == verdict.mistake  # what the message says, too
 
 
 def test_coursework_never_imports_instructor_and_the_grader_uses_its_record_protocol():

@@ -2,11 +2,12 @@
 keras.layers.RMSNormalization for ``rms_scaling``), and a float64 NumPy reference."""
 
 import doctest
+import re
 
 import keras
 import numpy as np
 import pytest
-from conftest import layer_gradients
+from conftest import layer_gradients, with_training_argument
 
 import course_lib
 import course_lib.layer_normalization
@@ -16,32 +17,11 @@ from course_lib.reference import numeric_gradient
 SHAPE = (5, 4, 3, 6)
 AXES = [-1, 1, [1, 2], [1, 2, 3], [-1, -3], 2]
 
+pytestmark = pytest.mark.usefixtures("jax_float64")  # conftest.py
 
-@pytest.fixture(autouse=True)
-def _jax_float64(request):
-    """JAX silently computes float64 in float32 unless x64 is on: turn it on for float64 cases."""
-    params = getattr(request.node, "callspec", None)
-    wants_64 = params is not None and "float64" in params.params.values()
-    if wants_64 and keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-class _KerasLayerNormalization(keras.layers.LayerNormalization):
-    """The oracle, unchanged, with a `training` argument: on JAX, conftest.layer_gradients
-    passes one to `stateless_call`, which Keras's call() would refuse."""
-
-    def call(self, inputs, training=None):
-        return super().call(inputs)
-
-
-class _KerasRMSNormalization(keras.layers.RMSNormalization):
-    def call(self, inputs, training=None):
-        return super().call(inputs)
+# The oracles (conftest.with_training_argument: unchanged but for `training`).
+_KerasLayerNormalization = with_training_argument(keras.layers.LayerNormalization)
+_KerasRMSNormalization = with_training_argument(keras.layers.RMSNormalization)
 
 
 def _tols(dtype):
@@ -288,6 +268,38 @@ def test_bad_arguments_name_argument_and_value(kwargs, fragment):
 def test_bad_axis_for_the_input(axis, fragment):
     with pytest.raises(ValueError, match=fragment):
         course_lib.LayerNormalization(axis=axis)(np.zeros((4, 5), "float32"))
+
+
+# (axis, the shape the layer is built on, the shape of another rank it is then called on)
+OTHER_RANK = [(-1, (2, 3, 4), (5, 2, 3, 4)), (-1, (2, 3, 4), (2, 3, 5, 4)),
+              (1, (2, 3, 4), (2, 3, 4, 5)), ([1, 2], (2, 3, 4), (2, 3, 4, 5)),
+              ([-2, -1], (2, 3, 4), (5, 2, 3, 4)), (-1, (5, 2, 3, 4), (2, 3, 4))]
+# ... and calls where the axes `axis` names have other sizes than the built ones.
+OTHER_SIZES = [(-1, (2, 3, 4), (2, 3, 4, 5)), (1, (2, 3, 4), (5, 2, 3, 4)),
+               (2, (2, 3, 4), (2, 3, 5, 4)), ([-2, -1], (2, 3, 4), (2, 3, 4, 5))]
+
+
+@pytest.mark.parametrize("axis,built,called", OTHER_RANK)
+def test_a_call_on_another_rank_matches_keras(rng, axis, built, called):
+    """Keras resolves `axis` against each input's rank, so a layer built on rank 3 may be
+    called on rank 4 where the axes `axis` names there have the built sizes."""
+    ours, theirs = _pair(rng, built, axis=axis)
+    ours(rng.normal(size=built).astype("float32"))  # a call on the built rank first
+    x = (rng.normal(size=called) * 2.0 + 1.0).astype("float32")
+    y = np.asarray(ours(x))
+    assert y.shape == called
+    np.testing.assert_allclose(y, np.asarray(theirs(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis,built,called", OTHER_SIZES)
+def test_a_call_where_the_axes_have_other_sizes_raises_as_keras_does(rng, axis, built, called):
+    """Keras fails there too (in a reshape); ours says which argument and which shapes."""
+    ours, theirs = _pair(rng, built, axis=axis)
+    x = rng.normal(size=called).astype("float32")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the backend's reshape raises
+        theirs(x)
+    with pytest.raises(ValueError, match=re.escape(f"Received: axis={axis}, input_shape={called}")):
+        ours(x)
 
 
 def test_docstring_example():

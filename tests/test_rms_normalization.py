@@ -7,7 +7,7 @@ import doctest
 import keras
 import numpy as np
 import pytest
-from conftest import layer_gradients
+from conftest import layer_gradients, with_training_argument
 
 import course_lib
 import course_lib.rms_normalization
@@ -19,27 +19,10 @@ SHAPE = (5, 4, 3, 6)
 AXES = [-1, 1, [1, 2], [1, 2, 3], [-1, -3], [-2, -1]]
 EPS = 1e-6
 
+pytestmark = pytest.mark.usefixtures("jax_float64")  # conftest.py
 
-@pytest.fixture(autouse=True)
-def _jax_float64(request):
-    """JAX silently computes float64 in float32 unless x64 is on: turn it on for float64 cases."""
-    params = getattr(request.node, "callspec", None)
-    wants_64 = params is not None and "float64" in params.params.values()
-    if wants_64 and keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-class _KerasRMSNormalization(keras.layers.RMSNormalization):
-    """The oracle, unchanged, with a `training` argument: on JAX, conftest.layer_gradients
-    passes one to `stateless_call`, which Keras's call() would refuse."""
-
-    def call(self, inputs, training=None):
-        return super().call(inputs)
+# The oracle (conftest.with_training_argument: unchanged but for `training`).
+_KerasRMSNormalization = with_training_argument(keras.layers.RMSNormalization)
 
 
 def _axes(axis):
@@ -170,6 +153,14 @@ def test_negative_axis_follows_the_rank_of_each_call(rng):
     x = rng.normal(size=(7, 2, 2, 5)).astype("float32")
     expected, _ = reference.rms_norm_forward(x.astype("float64"), np.ones(5), EPS, -1)
     np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_call_where_the_axes_have_other_sizes_names_axis(rng):
+    """Keras fails in a broadcast there; ours says which argument and which shapes."""
+    layer = course_lib.RMSNormalization(axis=-1)
+    layer.build((2, 3, 4))
+    with pytest.raises(ValueError, match=r"Received: axis=-1, input_shape=\(2, 3, 4, 5\)"):
+        layer(np.zeros((2, 3, 4, 5), "float32"))
 
 
 def test_zero_input_is_finite(rng):

@@ -62,10 +62,10 @@ def mistake_name(message, error=None):
     """The catalogued mistake a verdict names, or None.
 
     Where the check's error carries the fields of ``coursework._core.CheckFailure``, its
-    ``mistake`` (the label, or None: then the message names none, whatever it says); a wrong
-    multiple-choice answer (``kind == "answer"``) is named by the answer given,
-    ``answer_q1 = 'a'``. From an error without those fields (checks that predate them), the
-    message is read instead: ``Most likely mistake (<name>): ...`` or a wrong answer.
+    ``mistake``: the label, the answer given for a wrong multiple-choice answer
+    (``answer_q1 = 'a'``), or None (then the message names none, whatever it says). Only from
+    an error without those fields (a plain ``AssertionError``) is the message read instead:
+    ``Most likely mistake (<name>): ...`` or a wrong answer.
     """
     text = message or ""
     if hasattr(error, "mistake"):
@@ -73,9 +73,6 @@ def mistake_name(message, error=None):
         label = getattr(named, "label", named)  # a label, or a coursework Mistake itself
         if isinstance(label, str) and label.strip():
             return label.strip()[:200]
-        if getattr(error, "kind", None) == "answer":
-            found = _CHOICE.search(text)
-            return f"{found.group(1)} = {found.group(2)}" if found else None
         return None
     start = text.find(_LIKELY)
     if start >= 0:

@@ -109,6 +109,37 @@ def equilibrium(eta, lam, g_unit):
     },
 }
 
+# Part B's function, right (the solution's computation, more compact); each of its catalogued
+# mistakes below is this source with one or two lines changed.
+_GRADIENT_NORMS = '''
+def residual_gradient_norms(x, weights, c, eps=1e-6):
+    def norm_backward(g, h):
+        rms = np.sqrt(np.mean(h**2, axis=-1, keepdims=True) + eps)
+        return g / rms - h * np.sum(g * h, axis=-1, keepdims=True) / (h.shape[-1] * rms**3)
+
+    hs, _ = pre_norm_forward(x, weights, eps)
+    g, pre = norm_backward(c, hs[-1]), np.zeros(len(weights))
+    for l in reversed(range(len(weights))):
+        g = g + norm_backward(g @ weights[l].T, hs[l])
+        pre[l] = np.linalg.norm(g)
+    hs, _ = post_norm_forward(x, weights, eps)
+    g, post = c, np.zeros(len(weights))
+    for l in reversed(range(len(weights))):
+        gz = norm_backward(g, hs[l] + hs[l] @ weights[l])
+        g = gz + gz @ weights[l].T
+        post[l] = np.linalg.norm(g)
+    return pre, post
+'''
+
+
+def _changed(source, *edits):
+    """``source`` with each ``(old, new)`` of ``edits`` made; each ``old`` must occur once."""
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
 MISTAKES = {
     "mean subtracted (that is LayerNorm)": {
         "cells": {"A_rms_forward": '''
@@ -172,70 +203,24 @@ def rms_norm_backward(dy, x, gamma, eps=1e-6, axis=-1):
         "part": "A_rms_backward_visible",
     },
     "final normalisation left out": {
-        "cells": {"B_gradient_norms": '''
-def residual_gradient_norms(x, weights, c, eps=1e-6):
-    def norm_backward(g, h):
-        rms = np.sqrt(np.mean(h**2, axis=-1, keepdims=True) + eps)
-        return g / rms - h * np.sum(g * h, axis=-1, keepdims=True) / (h.shape[-1] * rms**3)
-
-    hs, _ = pre_norm_forward(x, weights, eps)
-    g, pre = c, np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        g = g + norm_backward(g @ weights[l].T, hs[l])
-        pre[l] = np.linalg.norm(g)
-    hs, _ = post_norm_forward(x, weights, eps)
-    g, post = c, np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        gz = norm_backward(g, hs[l] + hs[l] @ weights[l])
-        g = gz + gz @ weights[l].T
-        post[l] = np.linalg.norm(g)
-    return pre, post
-'''},
+        "cells": {"B_gradient_norms": _changed(
+            _GRADIENT_NORMS, ("g, pre = norm_backward(c, hs[-1]),", "g, pre = c,"))},
         "message": "Most likely mistake (final normalisation left out)",
         "part": "B_gradient_norms_visible",
     },
     "identity path left out of the backward pass": {
-        "cells": {"B_gradient_norms": '''
-def residual_gradient_norms(x, weights, c, eps=1e-6):
-    def norm_backward(g, h):
-        rms = np.sqrt(np.mean(h**2, axis=-1, keepdims=True) + eps)
-        return g / rms - h * np.sum(g * h, axis=-1, keepdims=True) / (h.shape[-1] * rms**3)
-
-    hs, _ = pre_norm_forward(x, weights, eps)
-    g, pre = norm_backward(c, hs[-1]), np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        g = norm_backward(g @ weights[l].T, hs[l])
-        pre[l] = np.linalg.norm(g)
-    hs, _ = post_norm_forward(x, weights, eps)
-    g, post = c, np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        g = norm_backward(g, hs[l] + hs[l] @ weights[l]) @ weights[l].T
-        post[l] = np.linalg.norm(g)
-    return pre, post
-'''},
+        "cells": {"B_gradient_norms": _changed(
+            _GRADIENT_NORMS,
+            ("g = g + norm_backward(g @ weights[l].T, hs[l])",
+             "g = norm_backward(g @ weights[l].T, hs[l])"),
+            ("gz = norm_backward(g, hs[l] + hs[l] @ weights[l])\n        g = gz + gz @ weights[l].T",
+             "g = norm_backward(g, hs[l] + hs[l] @ weights[l]) @ weights[l].T"))},
         "message": "Most likely mistake (identity path left out of the backward pass)",
         "part": "B_gradient_norms_visible",
     },
     "orderings swapped": {
-        "cells": {"B_gradient_norms": '''
-def residual_gradient_norms(x, weights, c, eps=1e-6):
-    def norm_backward(g, h):
-        rms = np.sqrt(np.mean(h**2, axis=-1, keepdims=True) + eps)
-        return g / rms - h * np.sum(g * h, axis=-1, keepdims=True) / (h.shape[-1] * rms**3)
-
-    hs, _ = pre_norm_forward(x, weights, eps)
-    g, pre = norm_backward(c, hs[-1]), np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        g = g + norm_backward(g @ weights[l].T, hs[l])
-        pre[l] = np.linalg.norm(g)
-    hs, _ = post_norm_forward(x, weights, eps)
-    g, post = c, np.zeros(len(weights))
-    for l in reversed(range(len(weights))):
-        gz = norm_backward(g, hs[l] + hs[l] @ weights[l])
-        g = gz + gz @ weights[l].T
-        post[l] = np.linalg.norm(g)
-    return post, pre
-'''},
+        "cells": {"B_gradient_norms": _changed(
+            _GRADIENT_NORMS, ("return pre, post", "return post, pre"))},
         "message": "Most likely mistake (wrong order)",
         "part": "B_gradient_norms_visible",
     },
