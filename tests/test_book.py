@@ -44,13 +44,13 @@ def _ignore(folder, names):
 
 CHAPTERS = {
     "01_internal_covariate_shift": {"figures": 2},
-    "02_the_batchnorm_transform": {"figures": 1},
-    "03_batchnorm_in_keras_and_cnns": {"figures": 2},
+    "02_the_batchnorm_transform": {"figures": 2},
+    "03_batchnorm_in_keras_and_cnns": {"figures": 3},
     "04_placement": {"figures": 1},
     "05_training_vs_inference": {"figures": 2},
     "06_why_it_helps": {"figures": 6},
     "07_limits": {"figures": 3},
-    "08_alternatives": {"figures": 1},
+    "08_alternatives": {"figures": 2},
     "09_reproducing_figure_1": {"figures": 3},
     "11_residual_networks_and_weight_decay": {"figures": 3},
     "12_transformers": {"figures": 2},
