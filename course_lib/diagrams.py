@@ -10,12 +10,19 @@ oracle, so that a picture cannot silently disagree with the computation it shows
   chapter 2: :data:`BN_GRAPH`, :func:`bn_node_functions`, :func:`bn_backward_terms` and
   :func:`draw_batchnorm_graph`.
 
+It also holds the book's figure style, :data:`BOOK_STYLE` and :func:`use_book_style`, which every
+chapter that draws applies in its imports cell, so that a figure stays legible on a phone.
+
 Only NumPy is needed to import this module; matplotlib is imported by the drawing functions.
 """
 
 import numpy as np
 
 __all__ = [
+    "BOOK_WIDTH",
+    "MIN_FONT_SIZE",
+    "BOOK_STYLE",
+    "use_book_style",
     "NORMALIZATION_KINDS",
     "NORMALIZATION_TITLES",
     "shared_statistics_mask",
@@ -28,6 +35,50 @@ __all__ = [
     "bn_backward_terms",
     "draw_batchnorm_graph",
 ]
+
+# --- The book's figure style -------------------------------------------------------------------
+
+# Why these numbers. The inline backend writes a figure as a PNG at ``figure.dpi`` (100) with
+# ``bbox_inches="tight"`` (0.1 inch of padding each side), so a 5-inch figure is 510-520 pixels
+# wide. Jupyter Book shows an image at its pixel width, capped at the content width: 342 CSS px
+# on a 390-px phone (measured in Chromium), so the phone scales the figure by 342 / 520 = 0.66.
+# A 12-point text is 12 / 72 * 100 = 16.7 pixels in the PNG, and 16.7 * 0.66 = 11.0 CSS px on the
+# phone, against 10 CSS px for the smallest text a page may carry (at matplotlib's default
+# 10 points on a 6.4-inch figure it was 13.9 * 342 / 650 = 7.3 px). On a desktop the same figure
+# shows at its natural 520 px, its text at 16.7 px.
+BOOK_WIDTH = 5.0      # inches: the standard width of a figure of the book (one column of panels)
+MIN_FONT_SIZE = 12    # points: the smallest text a figure of the book may carry
+
+BOOK_STYLE = {
+    "figure.dpi": 100,                     # the pixel arithmetic above assumes 100 dpi
+    "figure.figsize": (BOOK_WIDTH, 3.6),
+    "font.size": MIN_FONT_SIZE,            # ticks, legends, annotations: 12 pt
+    "axes.titlesize": 13,
+    "axes.labelsize": 13,
+    "xtick.labelsize": MIN_FONT_SIZE,
+    "ytick.labelsize": MIN_FONT_SIZE,
+    "legend.fontsize": MIN_FONT_SIZE,
+    "legend.title_fontsize": MIN_FONT_SIZE,
+    "figure.titlesize": 13,
+    "figure.labelsize": 13,
+}
+"""The book's matplotlib settings (``rcParams``): figures :data:`BOOK_WIDTH` inches wide, no text
+smaller than :data:`MIN_FONT_SIZE` points (ticks, legends), axis labels and titles 13 points, so
+that the smallest text of a figure reads at about 11 CSS px on a 390-px phone screen."""
+
+
+def use_book_style():
+    """Apply :data:`BOOK_STYLE` to matplotlib's ``rcParams``, for every figure drawn after it.
+
+    A chapter calls it once, in its imports cell. A figure then keeps to the style by not
+    passing font sizes below :data:`MIN_FONT_SIZE` and by being at most :data:`BOOK_WIDTH`
+    inches wide (two panels side by side are stacked instead); ``tests/test_figure_style.py``
+    checks both.
+    """
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(BOOK_STYLE)
+
 
 # --- Which values share a mean and a variance ---------------------------------------------------
 
@@ -123,7 +174,7 @@ def draw_normalization_axes(shape=(4, 6, 5), element=(0, 0, 0), groups=3, kinds=
 
     Each panel draws an ``(N, C, HW)`` block of cells; the cells of
     :func:`shared_statistics_mask` are shaded, the chosen value darkest. Two columns of
-    panels, 6.4 inches wide, so that the figure stays legible at a phone's width.
+    panels, :data:`BOOK_WIDTH` inches wide, so that the figure stays legible at a phone's width.
 
     Every cell face carries a gid ``"<kind> <face> <n> <c> <hw>"``, so that a test can read
     back which cells the figure shades.
@@ -139,7 +190,7 @@ def draw_normalization_axes(shape=(4, 6, 5), element=(0, 0, 0), groups=3, kinds=
     dx, dy = _DEPTH
     cols = 1 if len(kinds) == 1 else 2
     rows = -(-len(kinds) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), layout="constrained",
+    fig, axes = plt.subplots(rows, cols, figsize=(BOOK_WIDTH / 2 * cols, 2.5 * rows), layout="constrained",
                              squeeze=False)
     for ax, kind in zip(axes.flat, kinds):
         mask = shared_statistics_mask(kind, shape, element, groups)
@@ -273,25 +324,27 @@ def bn_backward_terms(values, dl_dy, eps=1e-3):
 # Where the nodes sit (data units; the figure keeps the aspect ratio): the forward pass runs
 # down the page, so that the graph is tall and narrow, for a phone's screen.
 _GRAPH_POSITIONS = {
-    "x": (3.0, 17.0),
-    "mu": (5.2, 13.4),
-    "var": (9.2, 11.4),
-    "xhat": (3.0, 7.6),
-    "gamma": (6.8, 5.6),
-    "beta": (6.8, 1.4),
-    "y": (3.0, 3.6),
-    "loss": (3.0, 0.6),
+    "x": (2.6, 21.0),
+    "mu": (5.8, 15.2),
+    "var": (9.9, 11.2),
+    "xhat": (2.6, 6.2),
+    "gamma": (7.4, 4.6),
+    "beta": (7.4, 1.0),
+    "y": (2.6, 3.0),
+    "loss": (2.6, 0.4),
 }
 # Which side of each forward edge its backward arrow runs on (+1: left of the forward direction).
 _BACKWARD_SIDE = {("x", "xhat"): -1, ("x", "var"): 1, ("x", "mu"): -1, ("mu", "var"): -1,
                   ("mu", "xhat"): 1, ("var", "xhat"): 1, ("xhat", "y"): -1, ("gamma", "y"): -1,
                   ("beta", "y"): 1, ("y", "loss"): -1}
-# Where each gradient label sits (data units) and how it is aligned there.
-_LABEL_PLACES = {("loss", "y"): (2.5, 2.1, "right"), ("y", "xhat"): (2.5, 5.6, "right"),
-                 ("y", "gamma"): (4.3, 5.3, "left"), ("y", "beta"): (4.3, 1.6, "left"),
-                 ("xhat", "var"): (7.2, 8.0, "center"), ("xhat", "mu"): (4.6, 9.8, "left"),
-                 ("var", "mu"): (5.6, 11.15, "left"), ("xhat", "x"): (2.5, 12.3, "right"),
-                 ("var", "x"): (6.0, 15.6, "left"), ("mu", "x"): (4.1, 14.6, "right")}
+# Where each gradient label sits (data units) and how it is aligned there: clear of every arrow
+# and of the other labels at the figure's font sizes (tests/test_figure_style.py checks it).
+_LABEL_PLACES = {("loss", "y"): (2.1, 1.7, "right"), ("y", "xhat"): (2.1, 4.6, "right"),
+                 ("y", "gamma"): (3.4, 4.9, "left"), ("y", "beta"): (4.2, 0.95, "left"),
+                 ("xhat", "var"): (7.6, 7.2, "center"), ("xhat", "mu"): (4.6, 10.15, "left"),
+                 ("var", "mu"): (6.75, 11.55, "center"), ("xhat", "x"): (2.1, 13.2, "right"),
+                 ("var", "x"): (6.4, 18.2, "left"), ("mu", "x"): (4.5, 16.0, "right")}
+_GRAPH_LIMITS = ((-0.2, 10.6), (-0.5, 21.9))  # the axes' x and y limits (data units)
 
 FORWARD_COLOUR, BACKWARD_COLOUR = "black", "#c0392b"
 
@@ -305,13 +358,14 @@ def draw_batchnorm_graph(fontsize=12):
     (gid ``"label <child> <parent>"``). Each node is a text with gid ``"node <name>"``.
 
     Returns:
-        The ``matplotlib.figure.Figure``, 6.4 inches wide.
+        The ``matplotlib.figure.Figure``, :data:`BOOK_WIDTH` inches wide.
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch
 
-    fig, ax = plt.subplots(figsize=(6.4, 10.4), layout="constrained")
+    (x0, x1), (y0, y1) = _GRAPH_LIMITS
+    fig, ax = plt.subplots(figsize=(BOOK_WIDTH, BOOK_WIDTH * (y1 - y0) / (x1 - x0)), layout="constrained")
     node_box = dict(boxstyle="circle,pad=0.35", facecolor="#f4f4f4", edgecolor="0.3", lw=1.0)
     for node, (px, py) in _GRAPH_POSITIONS.items():
         ax.text(px, py, BN_NODE_LABELS[node], ha="center", va="center", fontsize=fontsize + 3,
@@ -339,8 +393,8 @@ def draw_batchnorm_graph(fontsize=12):
                        Line2D([], [], color=BACKWARD_COLOUR, lw=1.4, ls=(0, (4, 3)),
                               label=r"backward: $\partial \ell / \partial \cdot$ it carries")],
               loc="upper right", fontsize=fontsize, frameon=False)
-    ax.set_xlim(-0.4, 10.8)
-    ax.set_ylim(-0.3, 18.0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.axis("off")
     return fig
