@@ -16,7 +16,7 @@ export KERAS_BACKEND ?= tensorflow
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env browser book lint test test-fast lab check release autograde feedback grades bench bench-grading adversarial-report sandbox postgres test-postgres clean
+.PHONY: help env browser book lint test test-fast test-colab lab check release autograde feedback grades bench bench-grading adversarial-report sandbox postgres test-postgres clean
 
 help:
 	@echo "make book       set up .venv and build the site into _build/html"
@@ -24,6 +24,7 @@ help:
 	@echo "make test-fast  the quick tests only (no book build, no nbgrader runs)"
 	@echo "make lint       ruff on the Python modules (part of make test)"
 	@echo "make test-jax   the layer tests on the JAX backend (also part of make test)"
+	@echo "make test-colab the Colab stand-in with every chapter run to its end"
 	@echo "make lab        JupyterLab on the problem sets, with nbgrader's student extensions"
 	@echo "make browser    install Debian's Chromium and chromedriver for the browser test (root)"
 	@echo "make check PS=ps01 [NB=path]   self-check a problem set against its visible tests"
@@ -88,6 +89,11 @@ test: $(STAMP) lint browser sandbox postgres
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -p no:cacheprovider
+
+# The Colab stand-in with every chapter run to its end (make test runs the long chapters'
+# set-up and imports only; the book build runs them in full).
+test-colab: $(STAMP)
+	COLAB_STANDIN=full $(BIN)/python -m pytest -p no:cacheprovider -rs tests/test_colab.py
 
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -p no:cacheprovider -rs \

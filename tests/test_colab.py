@@ -1,4 +1,4 @@
-"""A stand-in for Colab: every chapter and problem-set solution runs in a fresh Python.
+"""A stand-in for Colab: every chapter and problem-set solution starts in a fresh Python.
 
 Colab gives a student a Python with TensorFlow, Keras, matplotlib and IPython, and nothing of
 this course. The stand-in is a virtual environment with only ``tensorflow-cpu``, ``ipykernel``
@@ -11,12 +11,21 @@ imported from the checkout; a cell appended to each notebook reports where cours
 imported from, and the test checks that the install replaced nothing (TensorFlow, Keras and
 NumPy keep their versions) and that the data came from the copy bundled in the wheel.
 
+Every problem-set solution and every short chapter runs to its end. The chapters whose
+experiments take minutes (:data:`LONG`) run their install cell and their set-up cell (imports,
+data) in the stand-in, and a check that every module any of their cells imports exists there;
+the book build runs them to the end in the project's environment, and running them twice would
+cost a clean ``make test`` about ten minutes on two cores. ``COLAB_STANDIN=full`` (``make
+test-colab``) runs every notebook to its end here too.
+
 The environment is kept in ``.venv-colab`` (git ignores it) and re-created when the pins
 change; a clean clone creates it in a few minutes (pip's cache makes that faster). Per-notebook
 times are printed and written to ``_build/artifacts/colab_standin_times.json``.
 """
 
+import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +46,13 @@ KERNEL = "colab-standin"
 CELL_TIMEOUT = 900  # seconds; the chapters' longest cell takes about a minute
 MARKER = "COLAB-STANDIN "
 
+# Chapters whose experiments take minutes: set-up and imports only, unless COLAB_STANDIN=full.
+LONG = {"04_placement", "05_training_vs_inference", "06_why_it_helps", "07_limits",
+        "08_alternatives", "09_reproducing_figure_1", "11_residual_networks_and_weight_decay",
+        "12_transformers"}
+FULL = os.environ.get("COLAB_STANDIN", "") == "full"
+MISSING = "COLAB-STANDIN-MISSING "
+
 REPORT = f"""
 import importlib.metadata as _md, json as _json, sys as _sys
 import course_lib as _cl
@@ -45,6 +61,42 @@ print({MARKER!r} + _json.dumps({{
     "versions": {{p: _md.version(p) for p in ("tensorflow-cpu", "keras", "numpy")}},
 }}))
 """
+
+
+def imported_modules(sources):
+    """The top-level modules the code cells ``sources`` import, except those a ``try`` guards
+    with ``except ImportError`` (the chapters' ``myst_nb`` import, which only the book has).
+    IPython's ``%`` and ``!`` lines are skipped."""
+    found = set()
+
+    def visit(node, guarded):
+        if isinstance(node, ast.Try):
+            catches = any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                          for h in node.handlers)
+            for child in node.body:
+                visit(child, guarded or catches)
+            for child in node.handlers + node.orelse + node.finalbody:
+                visit(child, guarded)
+            return
+        if not guarded:
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    for source in sources:
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        visit(ast.parse(code), False)
+    return sorted(found)
+
+
+def test_imported_modules_sees_guarded_and_nested_imports():
+    sources = ["import numpy as np\nfrom course_lib import evidence\n%pip install x",
+               "try:\n    from myst_nb import glue\nexcept ImportError:\n    import json\n",
+               "def f():\n    from matplotlib.ticker import NullFormatter\n    import os.path"]
+    assert imported_modules(sources) == ["course_lib", "json", "matplotlib", "numpy", "os"]
 
 
 def _pins():
@@ -148,6 +200,13 @@ def test_notebook_runs_on_colab_stand_in(path, colab, monkeypatch):
     first = nb.cells[0]
     assert "install-course-lib" in first.metadata.get("tags", []), (
         f"{path.name}: the first cell is not the install cell; run scripts/install_cell.py")
+    modules = imported_modules([c.source for c in nb.cells[1:] if c.cell_type == "code"])
+    if path.stem in LONG and not FULL:  # the install cell and the set-up cell
+        setup = next(i for i, c in enumerate(nb.cells) if i > 0 and c.cell_type == "code")
+        nb.cells = nb.cells[:setup + 1]
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import importlib.util as _u, json as _j\n"
+        f"print({MISSING!r} + _j.dumps([m for m in {modules!r} if _u.find_spec(m) is None]))"))
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
     workdir = tmp / "work" / path.stem  # outside the repository: nothing imports from it
     workdir.mkdir(parents=True)
@@ -160,8 +219,13 @@ def test_notebook_runs_on_colab_stand_in(path, colab, monkeypatch):
                             resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
     client.execute(cwd=str(workdir))
-    times[str(path.relative_to(REPO))] = round(time.perf_counter() - start, 1)
+    label = str(path.relative_to(REPO)) + (" (set-up only)" if path.stem in LONG and not FULL else "")
+    times[label] = round(time.perf_counter() - start, 1)
 
+    missing = [line for out in nb.cells[-2].outputs if out.output_type == "stream"
+               for line in out.text.splitlines() if line.startswith(MISSING)]
+    assert missing and json.loads(missing[0][len(MISSING):]) == [], (
+        f"{path.name}: modules its cells import are missing on the stand-in: {missing}")
     report = [line for out in nb.cells[-1].outputs if out.output_type == "stream"
               for line in out.text.splitlines() if line.startswith(MARKER)]
     assert report, f"{path.name}: no report from the last cell"
