@@ -76,7 +76,10 @@ sandbox:
 	  echo "WARNING: bubblewrap is not installed: student code will not be sandboxed (sudo make sandbox)"; \
 	fi
 
+# The chapters are executed first, as many at once as there are cores, into the build's own
+# cache (scripts/execute_chapters.py); the build then renders them from it.
 book: $(STAMP)
+	$(BIN)/python scripts/execute_chapters.py
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	@echo
 	@echo "Open the book: file://$(CURDIR)/_build/html/index.html"
@@ -85,7 +88,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint browser sandbox postgres
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -p no:cacheprovider -ra
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder -p no:cacheprovider -ra
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -p no:cacheprovider

@@ -79,3 +79,26 @@ def with_training_argument(layer_class):
 
     Oracle.__name__ = Oracle.__qualname__ = f"_{layer_class.__name__}"
     return Oracle
+
+
+# The test files that take minutes, longest first. `make test` runs pytest-xdist with
+# `--dist loadfile --no-loadscope-reorder`: each file goes to one worker, in collection order,
+# so starting with the longest files keeps both workers busy until the end instead of leaving
+# one long file alone at the tail.
+LONGEST_FIRST = (
+    "test_book.py",           # the book build (about ten minutes), then the page checks
+    "test_colab.py",          # a fresh environment, then the notebooks in it
+    "test_jax_backend.py",    # every layer test again, on JAX, in one child process
+    "test_problem_sets.py",   # nbgrader: release and autograde each set
+    "test_grading_pipeline.py",
+    "test_grading_adversarial.py",
+    "test_keras_suites.py",
+    "test_class_view.py",
+    "test_grading_postgres.py",
+    "test_lab.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
