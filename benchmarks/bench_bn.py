@@ -568,6 +568,7 @@ def main(argv=None):
     if args.replicas_only:
         results = json.loads(args.out.read_text()) if args.out.exists() else {}
         results["replicas"] = bench_replicas(args.repeats, args.round_seconds)
+        results["replicas_date"] = time.strftime("%Y-%m-%d")  # the other entries keep their date
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote the replicas entry of {args.out}")
         return
@@ -588,6 +589,7 @@ def main(argv=None):
         "memory": bench_memory(),
         "replicas": bench_replicas(args.repeats, args.round_seconds),
     }
+    results["replicas_date"] = results["date"]
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
