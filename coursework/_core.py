@@ -80,6 +80,7 @@ class Output:
 
     name: str
     per_feature: bool = False
+    entries: str = "features"  # what one value of a per-feature output is, for the message
 
 
 @dataclass(frozen=True)
@@ -540,7 +541,7 @@ def _differences(spec, case, out, arr, exp):
     if out.per_feature and arr.ndim == 1 and 0 < bad.sum() < bad.size:
         features = [int(j) for j in np.flatnonzero(bad)]
         shown = ", ".join(map(str, features[:8])) + (", ..." if len(features) > 8 else "")
-        lines.append(f"  features that differ: {shown}")
+        lines.append(f"  {out.entries} that differ: {shown}")
     if (np.dtype(case.dtype) == np.float64 and case.tolerance is None
             and _close(arr, exp, np.float32)):
         lines.append("  (the values agree to float32's precision, not to the float64 tolerance "
@@ -739,7 +740,7 @@ def _permutations(n):
 def _generic_hint(spec, out):
     hints = dict(spec.hints)
     hint = hints.get(out.name)
-    return f"No catalogued mistake explains this. {hint}" if hint else \
+    return f"No catalogued mistake explains this. Hint: {hint}" if hint else \
         "No catalogued mistake explains this; compare your code with the equations above."
 
 

@@ -229,17 +229,17 @@ def _rms_backward_variant(correction=1.0, n_in_correction=True, mode="inside", u
 
 _RMS_BACKWARD_MISTAKES = (
     Mistake("RMS treated as a constant",
-            "your dx is dy * gamma / rms, as if the RMS did not depend on x. It does: "
-            "d rms / d x_j = x_j / (n * rms), which adds the term "
-            "- x * sum(dxhat * x) / (n * rms**3), the sum over `axis` (dxhat = dy * gamma).",
+            "your dx is dy * gamma / rms, as if the RMS did not depend on x. It does: derive "
+            "d rms / d x_j and add the term that flows through the RMS (proportional to "
+            "x_j * sum(dxhat * x) over `axis`, dxhat = dy * gamma, as the task says).",
             _rms_backward_variant(correction=0.0)),
     Mistake("mean subtracted (LayerNorm's gradient)",
-            "your gradients are those of LayerNorm, which centres x. RMSNorm does not: "
-            "xhat = x / rms, dx = dxhat / rms - x * sum(dxhat * x) / (n * rms**3).",
+            "your gradients are those of LayerNorm, which centres x. RMSNorm does not "
+            "(xhat = x / rms): its gradient has no term with the mean of dxhat.",
             _rms_backward_variant(center=True)),
     Mistake("correction term with the wrong sign",
             "the term through the RMS is SUBTRACTED: a larger x_j makes the RMS larger, which "
-            "makes every y smaller. dx = dxhat / rms - x * sum(dxhat * x) / (n * rms**3).",
+            "makes every y smaller.",
             _rms_backward_variant(correction=-1.0)),
     Mistake("1/n missing from the correction term",
             "rms = sqrt(mean(x**2) + eps) averages over the n values of `axis`, so "
@@ -514,7 +514,7 @@ _EQUILIBRIUM_MISTAKES = (
 SPECS = {
     "rms_forward": Spec(
         "rms_forward", "rms_norm_forward",
-        (Output("y"), Output("rms", per_feature=True)), (1, 0),
+        (Output("y"), Output("rms", per_feature=True, entries="examples")), (1, 0),
         _rms_forward_ref, _rms_forward_cases, _RMS_FORWARD_MISTAKES,
         (("rms", "rms = sqrt(mean(x**2, axis=axis) + eps): one value per example, no mean "
                  "subtracted."),
@@ -525,8 +525,9 @@ SPECS = {
         (Output("dx"), Output("dgamma", per_feature=True)), (1, 0),
         _rms_backward_ref, _rms_backward_cases, _RMS_BACKWARD_MISTAKES,
         (("dgamma", "dgamma = sum(dy * x / rms) over every axis except `axis`."),
-         ("dx", "dxhat = dy * gamma, then dx = dxhat / rms - x * sum(dxhat * x) / (n * rms**3), "
-                "the sum over `axis`; compare with `numeric_gradient` on a small input.")),
+         ("dx", "dx has two terms: dxhat / rms (dxhat = dy * gamma) and one through the RMS, "
+                "proportional to x * sum(dxhat * x) over `axis`; compare with `numeric_gradient` "
+                "on a small input.")),
         precision=True),
     "gradient_norms": Spec(
         "gradient_norms", "residual_gradient_norms",
