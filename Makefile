@@ -23,7 +23,7 @@ help:
 	@echo "make test       set up .venv and run every test (book build and autograding included)"
 	@echo "make test-fast  the quick tests only (no book build, no nbgrader runs)"
 	@echo "make lint       ruff on the Python modules (part of make test)"
-	@echo "make test-jax   the layer tests on the JAX backend (also part of make test)"
+	@echo "make test-jax   the layer tests on the JAX backend (make test runs all but the compositions)"
 	@echo "make test-colab the Colab stand-in with every chapter run to its end"
 	@echo "make lab        JupyterLab on the problem sets, with nbgrader's student extensions"
 	@echo "make browser    install Debian's Chromium and chromedriver for the browser test (root)"
