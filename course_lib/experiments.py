@@ -605,8 +605,27 @@ def gradient_norms(model, x, y):
     return np.array([float(np.linalg.norm(keras.ops.convert_to_numpy(g))) for g in grads])
 
 
+class _TrainingNoise(keras.layers.Layer):
+    """Base of the noise layers below: identity at inference, ``_noisy(inputs)`` in training,
+    one seeded random generator, the seed in the config."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        return self._noisy(inputs) if training else inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="course_lib")
-class RandomShiftScale(keras.layers.Layer):
+class RandomShiftScale(_TrainingNoise):
     """Santurkar et al.'s "noisy BN": a random per-feature scale and shift, new at every step.
 
     In training, every call draws for each feature ``j`` (the last axis) a scale and a shift,
@@ -637,7 +656,7 @@ class RandomShiftScale(keras.layers.Layer):
     """
 
     def __init__(self, shift_stddev=1.0, scale_range=(0.5, 2.0), seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not shift_stddev >= 0:
             raise ValueError(f"`shift_stddev` must be >= 0. Received: shift_stddev={shift_stddev!r}")
         low, high = scale_range
@@ -647,25 +666,17 @@ class RandomShiftScale(keras.layers.Layer):
             )
         self.shift_stddev = float(shift_stddev)
         self.scale_range = (float(low), float(high))
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=None):
-        if not training:
-            return inputs
+    def _noisy(self, inputs):
         shape = (1,) * (len(inputs.shape) - 1) + (inputs.shape[-1],)
         low, high = self.scale_range
         scale = keras.random.uniform(shape, low, high, seed=self.seed_generator)
         shift = keras.random.normal(shape, stddev=self.shift_stddev, seed=self.seed_generator)
         return inputs * keras.ops.cast(scale, inputs.dtype) + keras.ops.cast(shift, inputs.dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        config = {"shift_stddev": self.shift_stddev, "scale_range": list(self.scale_range),
-                  "seed": self.seed}
-        return {**super().get_config(), **config}
+        return {**super().get_config(), "shift_stddev": self.shift_stddev,
+                "scale_range": list(self.scale_range)}
 
 
 def build_noisy_bn_mlp(*, shift_stddev=1.0, scale_range=(0.25, 4.0), hidden_layers=3, units=100,
@@ -774,7 +785,7 @@ def steps_to_match(baseline, other, window=1):
 
 
 @keras.saving.register_keras_serializable(package="course_lib")
-class TimeVaryingNoise(keras.layers.Layer):
+class TimeVaryingNoise(_TrainingNoise):
     """The noise of Santurkar et al.'s "noisy BN": i.i.d. per example and activation, with a
     mean and a variance that are themselves redrawn at every training step.
 
@@ -811,7 +822,7 @@ class TimeVaryingNoise(keras.layers.Layer):
     """
 
     def __init__(self, mean_range=1.0, std_range=(0.5, 1.5), seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not mean_range >= 0:
             raise ValueError(f"`mean_range` must be >= 0. Received: mean_range={mean_range!r}")
         low, high = std_range
@@ -821,12 +832,8 @@ class TimeVaryingNoise(keras.layers.Layer):
             )
         self.mean_range = float(mean_range)
         self.std_range = (float(low), float(high))
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=None):
-        if not training:
-            return inputs
+    def _noisy(self, inputs):
         features = (1, *inputs.shape[1:])
         low, high = self.std_range
         mean = keras.random.uniform(features, -self.mean_range, self.mean_range,
@@ -837,13 +844,9 @@ class TimeVaryingNoise(keras.layers.Layer):
         return (inputs + keras.ops.cast(mean, dtype)
                 + keras.ops.cast(std, dtype) * keras.ops.cast(noise, dtype))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        config = {"mean_range": self.mean_range, "std_range": list(self.std_range),
-                  "seed": self.seed}
-        return {**super().get_config(), **config}
+        return {**super().get_config(), "mean_range": self.mean_range,
+                "std_range": list(self.std_range)}
 
 
 def build_santurkar_noisy_bn_mlp(*, mean_range=1.0, std_range=(0.5, 1.5), hidden_layers=3,

@@ -89,7 +89,8 @@ def main(argv=None):
     print(f"execute_chapters: {len(todo)} chapter(s), {args.jobs} at a time", flush=True)
     start, failed = time.perf_counter(), []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(execute, path, timeout()) for path in todo]
+        seconds = timeout()
+        futures = [pool.submit(execute, path, seconds) for path in todo]
         for future in as_completed(futures):
             path, seconds, error = future.result()
             rel = path.relative_to(ROOT)
