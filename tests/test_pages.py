@@ -7,6 +7,7 @@ prints what the reader needs may stay.
 """
 
 import ast
+import re
 import json
 from pathlib import Path
 
@@ -41,3 +42,49 @@ def test_plumbing_statements_are_recognised():
     source = "x = 1\nglue('a', x, display=False)\nfor k in range(2):\n    glue(f'b{k}', k)\nassert x == 1\n"
     assert plumbing_statements(source) == ["glue('a', x, display=False)", "assert x == 1"]
     assert plumbing_statements("%matplotlib inline\nprint(glue)") == []
+
+
+INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[^\n]*\n)*)")
+
+
+def defined_names(path):
+    """Dotted names Sphinx's ``:pyobject:`` can find in ``path``: top-level functions and
+    classes, and the methods of those classes."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{item.name}" for item in node.body
+                      if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def pyobject_includes(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        for target, options in INCLUDE.findall("".join(cell["source"])):
+            found = re.search(r"^:pyobject:\s*(\S+)", options, re.M)
+            if found:
+                yield (path.parent / target).resolve(), found.group(1)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_included_code_exists(path):
+    """Every ``literalinclude`` with ``:pyobject:`` names a file and an object that exist, so
+    a refactor of course_lib that moves a method fails here, not only in the full build."""
+    missing = [(str(f.relative_to(ROOT)), name) for f, name in pyobject_includes(path)
+               if not f.is_file() or name not in defined_names(f)]
+    assert not missing, f"{path.name}: literalinclude targets not found: {missing}"
+
+
+def test_included_code_check_can_fail(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("class A:\n    def f(self):\n        pass\n\ndef g():\n    pass\n")
+    assert defined_names(module) == {"A", "A.f", "g"}
+    page = tmp_path / "page.ipynb"
+    page.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": [
+        "```{literalinclude} m.py\n", ":language: python\n", ":pyobject: A.call\n", "```\n"]}]}))
+    assert [(f.name, n) for f, n in pyobject_includes(page)] == [("m.py", "A.call")]
