@@ -32,3 +32,30 @@ def test_the_timeout_is_the_builds():
 def test_a_bad_jobs_argument_names_itself():
     result = subprocess.run([sys.executable, str(SCRIPT), "--jobs", "0"], capture_output=True, text=True)
     assert result.returncode == 2 and "--jobs must be at least 1. Received: --jobs=0" in result.stderr
+
+
+def test_a_bad_root_argument_names_itself(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--root", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and f"Received: --root={tmp_path}" in result.stderr
+
+
+def test_another_root_is_executed_into_its_own_cache(tmp_path):
+    """A one-cell book in a temporary folder: its chapter lands in ITS cache, which then
+    matches the notebook as the build's lookup does."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "_config.yml").write_text("execute:\n  timeout: 60\n")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "chapters" / "one.ipynb")
+    result = subprocess.run([sys.executable, str(SCRIPT), "--root", str(tmp_path), "--jobs", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "chapters/one.ipynb: executed in" in result.stdout, result.stdout
+    cache = get_cache(str(tmp_path / "_build" / ".jupyter_cache"))
+    record = cache.match_cache_notebook(nbformat.read(tmp_path / "chapters" / "one.ipynb", as_version=4))
+    outputs = cache.get_cache_bundle(record.pk).nb.cells[0].outputs
+    assert outputs[0]["text"] == "42\n"

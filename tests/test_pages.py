@@ -7,8 +7,8 @@ prints what the reader needs may stay.
 """
 
 import ast
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest

@@ -22,11 +22,12 @@ Cells a variant does not name keep the solution's source (markers removed). Per 
    the solution (full marks), the blank release (0), every alternative (full marks), every
    mistake (as above); the originals are not modified;
 4. feedback (``generate_feedback``) shows no hidden-test source and keeps the diagnoses;
-   ``grades.csv`` agrees with the gradebook;
 5. a student's self-check (``instructor check``) runs the visible tests only.
 
 It prints, per set: the points, the solution's execution time and the autograding seconds per
-submission. ``test_rerun_regrades_the_class`` checks the instructor's re-runs once, on ps01_numpy_batchnorm.
+submission. ``test_rerun_regrades_the_class`` checks the instructor's re-runs once, on
+ps01_numpy_batchnorm, and that ``grades.csv`` agrees with the gradebook (the export does not
+depend on the set).
 """
 
 import html
@@ -216,10 +217,10 @@ def test_problem_set(ps, tmp_path, monkeypatch, capsys):
     nbgrader(root, "generate_assignment", ps, "--force")
     committed = REPO / "exercises" / ps / f"{ps}.ipynb"
     assert committed.exists(), f"exercises/{ps} is missing: run `make release PS={ps}`"
+    # The committed release came from an earlier run, so equal bytes also show the generation
+    # is reproducible.
     assert release_path.read_bytes() == committed.read_bytes(), \
         f"exercises/{ps} is stale: run `make release PS={ps}`"
-    nbgrader(root, "generate_assignment", ps, "--force")  # again: the same bytes
-    assert release_path.read_bytes() == committed.read_bytes()
 
     # (1) validation (the source's run is the solution's execution time)
     start = time.perf_counter()
@@ -320,11 +321,6 @@ def test_problem_set(ps, tmp_path, monkeypatch, capsys):
         message = mistake["message"]
         assert any(m in page for m in (message, html.escape(message),
                                        html.escape(message, quote=False))), (i, message)
-    instructor(root, "grades")
-    rows = [r.split(",") for r in (root / "_grading" / "grades.csv").read_text().splitlines()]
-    body = [dict(zip(rows[0], r)) for r in rows[1:]]
-    assert {r["student_id"]: float(r["score"]) for r in body if r["assignment"] == ps} == {
-        who: sum(s for s, _ in cells.values()) for who, cells in scores.items()}
 
     # (5) a student's self-check: visible tests only
     visible_mistake = next((i for i, m in enumerate(mistakes.values(), start=1)
@@ -386,8 +382,11 @@ def test_rerun_regrades_the_class(tmp_path):
     assert {s: sum(v for v, _ in cells.values()) for s, cells in scores.items()} == {
         "alice": 25.0, "bob": 25.0}
     instructor(root, "grades")
-    rows = (root / "_grading" / "grades.csv").read_text().splitlines()
-    assert len(rows) == 3
+    rows = [r.split(",") for r in (root / "_grading" / "grades.csv").read_text().splitlines()]
+    body = [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert len(body) == 2
+    assert {r["student_id"]: float(r["score"]) for r in body if r["assignment"] == ps} == {
+        who: sum(s for s, _ in cells.values()) for who, cells in scores.items()}
 
     result = instructor(root, "check", ps, check=False)  # the blank release
     assert result.returncode == 1 and result.stdout.count("FAIL") == 8
