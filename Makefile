@@ -12,6 +12,12 @@ PS     ?= ps01
 # correct answer in nbgrader (a grade cell with stderr output scores 0).
 export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
+# One TensorFlow thread per process. The book's numbers then do not depend on how many cores
+# the machine has (a float sum split over 2 threads rounds differently from one over 1, and a
+# training run amplifies that), and make book and make test get their parallelism from running
+# chapters and tests side by side, without two thread pools fighting over each core.
+export TF_NUM_INTRAOP_THREADS ?= 1
+export TF_NUM_INTEROP_THREADS ?= 1
 export KERAS_BACKEND ?= tensorflow
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
