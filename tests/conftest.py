@@ -83,13 +83,13 @@ def with_training_argument(layer_class):
 
 # The test files that take minutes, longest first. `make test` runs pytest-xdist with
 # `--dist loadfile --no-loadscope-reorder`: each file goes to one worker, in collection order,
-# so starting with the longest files keeps both workers busy until the end instead of leaving
+# so starting with the longest files keeps every worker busy until the end instead of leaving
 # one long file alone at the tail.
 LONGEST_FIRST = (
     "test_book.py",           # the book build (about ten minutes), then the page checks
+    "test_problem_sets.py",   # nbgrader: release and autograde each set (about fifteen minutes)
     "test_colab.py",          # a fresh environment, then the notebooks in it
     "test_jax_backend.py",    # every layer test again, on JAX, in one child process
-    "test_problem_sets.py",   # nbgrader: release and autograde each set
     "test_grading_pipeline.py",
     "test_grading_adversarial.py",
     "test_keras_suites.py",
