@@ -81,14 +81,18 @@ def with_training_argument(layer_class):
     return Oracle
 
 
-# The test files that take minutes, longest first. `make test` runs pytest-xdist with
-# `--dist loadfile --no-loadscope-reorder`: each file goes to one worker, in collection order,
-# so starting with the longest files keeps every worker busy until the end instead of leaving
-# one long file alone at the tail.
+# The order in which `make test` hands out its test files. It runs pytest-xdist with
+# `--dist loadfile --no-loadscope-reorder`: each file goes to one worker, in this order, and
+# every worker holds two files at a time: the first three files go to the three workers, the
+# next three become their second files. A worker's second file waits until its first is done,
+# so the book build's (the longest) is a file of a few seconds; the JAX child follows the Colab
+# stand-in, and the rest are handed out as workers free up.
 LONGEST_FIRST = (
-    "test_book.py",           # the book build (about ten minutes), then the page checks
+    "test_book.py",           # the book build (about fifteen minutes here), then the page checks
     "test_problem_sets.py",   # nbgrader: release and autograde each set (about fifteen minutes)
     "test_colab.py",          # a fresh environment, then the notebooks in it
+    "test_pages.py",          # seconds: the book worker's second file
+    "test_execute_chapters.py",  # seconds
     "test_jax_backend.py",    # every layer test again, on JAX, in one child process
     "test_grading_pipeline.py",
     "test_grading_adversarial.py",

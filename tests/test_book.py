@@ -2,10 +2,9 @@
 
 The build runs on a copy of the book's sources in a temporary folder, so it starts without a
 Jupyter cache (every notebook is executed) and leaves the developer's ``_build`` alone. It runs
-``make book``'s two steps: ``scripts/execute_chapters.py`` executes the chapters (one per core
-that no other pytest worker uses) into the copy's cache, and ``jupyter-book build -W`` renders
-them. It takes several minutes. course_lib itself is imported from the editable install in the
-virtualenv.
+``make book``'s two steps: ``scripts/execute_chapters.py`` executes the chapters, one per core,
+into the copy's cache, and ``jupyter-book build -W`` renders them. It takes several minutes.
+course_lib itself is imported from the editable install in the virtualenv.
 
 The claims ledger's guard (issue 14) is here too: for every row of the ledger,
 ``test_ledger_row_follows_the_protocol`` re-derives the verdict from the per-seed record its
@@ -76,13 +75,9 @@ def build_book(tmp_path):
             shutil.copy2(source, book / name)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
     start = time.perf_counter()
-    # As `make book`: the chapters executed into the copy's cache, then the build. Under
-    # `make test` the other pytest workers already use the other cores: one chapter at a time
-    # each (several TensorFlow processes per core slow every one of them down).
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    jobs = max(1, (os.cpu_count() or 1) // workers)
+    # As `make book`: the chapters executed into the copy's cache, one per core, then the build.
     executed = subprocess.run(
-        [sys.executable, str(EXECUTE_CHAPTERS), "--root", str(book), "--jobs", str(jobs)],
+        [sys.executable, str(EXECUTE_CHAPTERS), "--root", str(book)],
         env=env, capture_output=True, text=True, timeout=1500,
     )
     result = subprocess.run(
