@@ -102,8 +102,8 @@ def main(argv=None):
     print(f"execute_chapters: {len(todo)} chapter(s), {args.jobs} at a time", flush=True)
     start, failed = time.perf_counter(), []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        seconds = timeout(root)
-        futures = [pool.submit(execute, path, seconds, cache_path) for path in todo]
+        limit = timeout(root)
+        futures = [pool.submit(execute, path, limit, cache_path) for path in todo]
         for future in as_completed(futures):
             path, seconds, error = future.result()
             rel = path.relative_to(root)

@@ -82,7 +82,7 @@ def build_book(tmp_path):
     )
     result = subprocess.run(
         [str(JUPYTER_BOOK), "build", str(book), "-n", "-W", "--keep-going"],
-        env=env, capture_output=True, text=True, timeout=1500,  # ~7 min alone; make test runs beside it
+        env=env, capture_output=True, text=True, timeout=1500,  # renders; executes only a chapter step 1 could not
     )
     elapsed = time.perf_counter() - start
     report = [f"make book's two steps from clean: {elapsed:.1f} s"]

@@ -14,11 +14,11 @@ NumPy keep their versions) and that the data came from the copy bundled in the w
 The first notebook's install cell installs course_lib from the wheel into an environment
 without it; the notebooks after it run with course_lib left installed (their first cell is the
 same cell, which tests/test_colab_links.py checks). Every problem-set solution and every short
-chapter runs to its end. The chapters whose
-experiments take a minute or more (:data:`LONG`) run their install cell and their set-up cell (imports,
-data) in the stand-in, and a check that every module any of their cells imports exists there;
-the book build runs them to the end in the project's environment, and running them twice would
-cost a clean ``make test`` about ten minutes on two cores. ``COLAB_STANDIN=full`` (``make
+chapter runs to its end. The chapters whose experiments take a minute or more
+(:data:`LONG`) run their install cell and their set-up cell (imports, data) in the stand-in,
+and a check that every module any of their cells imports exists there; the book build runs
+them to the end in the project's environment, and running them twice would cost a clean
+``make test`` about ten minutes on two cores. ``COLAB_STANDIN=full`` (``make
 test-colab``) runs every notebook to its end here too.
 
 The environment is kept in ``.venv-colab`` (git ignores it) and re-created when the pins
@@ -51,9 +51,9 @@ MARKER = "COLAB-STANDIN "
 
 # Chapters whose experiments take a minute or more: set-up and imports only, unless
 # COLAB_STANDIN=full.
-LONG = {"01_internal_covariate_shift", "04_placement", "05_training_vs_inference", "06_why_it_helps", "07_limits",
-        "08_alternatives", "09_reproducing_figure_1", "11_residual_networks_and_weight_decay",
-        "12_transformers"}
+LONG = {"01_internal_covariate_shift", "04_placement", "05_training_vs_inference",
+        "06_why_it_helps", "07_limits", "08_alternatives", "09_reproducing_figure_1",
+        "11_residual_networks_and_weight_decay", "12_transformers"}
 FULL = os.environ.get("COLAB_STANDIN", "") == "full"
 INSTALLED = []  # the notebooks whose run left course_lib installed in the stand-in
 MISSING = "COLAB-STANDIN-MISSING "
