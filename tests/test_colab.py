@@ -13,16 +13,22 @@ NumPy keep their versions) and that the data came from the copy bundled in the w
 
 The first notebook's install cell installs course_lib from the wheel into an environment
 without it; the notebooks after it run with course_lib left installed (their first cell is the
-same cell, which tests/test_colab_links.py checks). Every problem-set solution and every short
-chapter runs to its end. The chapters whose experiments take a minute or more
-(:data:`LONG`) run their install cell and their set-up cell (imports, data) in the stand-in,
-and a check that every module any of their cells imports exists there; the book build runs
-them to the end in the project's environment, and running them twice would cost a clean
-``make test`` about ten minutes on two cores. ``COLAB_STANDIN=full`` (``make
+same cell, which tests/test_colab_links.py checks). Every short notebook runs to its end. The
+notebooks whose experiments take half a minute or more alone (:data:`LONG`: nine chapters,
+and ps03's solution, which trains a learning-rate sweep) run their install cell and their
+set-up cell (imports, data) in the stand-in, and a check that every module any of their
+cells imports exists there; the book build runs the chapters to the end in the project's
+environment, and tests/test_problem_sets.py runs ps03's solution (the course grader's
+reference run, and a student's submission). Running them twice would cost a clean ``make
+test`` about ten minutes on two cores. ``COLAB_STANDIN=full`` (``make
 test-colab``) runs every notebook to its end here too.
 
 The environment is kept in ``.venv-colab`` (git ignores it) and re-created when the pins
-change; a clean clone creates it in a few minutes (pip's cache makes that faster). Per-notebook
+change. Its packages are those of the project's environment: when ``.venv`` holds the pinned
+versions (``make`` keeps it so), the three packages, pip and every distribution they depend on
+are hard-linked file by file from its site-packages (with their compiled bytecode), which takes
+seconds; pip installing them from its cache took about 80 CPU-seconds. Otherwise pip installs
+the pins. Per-notebook
 times are printed and written to ``_build/artifacts/colab_standin_times.json``.
 """
 
@@ -49,11 +55,11 @@ KERNEL = "colab-standin"
 CELL_TIMEOUT = 900  # seconds; the chapters' longest cell takes about a minute
 MARKER = "COLAB-STANDIN "
 
-# Chapters whose experiments take a minute or more: set-up and imports only, unless
+# Notebooks whose experiments take half a minute or more: set-up and imports only, unless
 # COLAB_STANDIN=full.
 LONG = {"01_internal_covariate_shift", "04_placement", "05_training_vs_inference",
         "06_why_it_helps", "07_limits", "08_alternatives", "09_reproducing_figure_1",
-        "11_residual_networks_and_weight_decay", "12_transformers"}
+        "11_residual_networks_and_weight_decay", "12_transformers", "ps03_placement"}
 FULL = os.environ.get("COLAB_STANDIN", "") == "full"
 INSTALLED = []  # the notebooks whose run left course_lib installed in the stand-in
 MISSING = "COLAB-STANDIN-MISSING "
@@ -127,6 +133,62 @@ def _pip(*args):
                           check=True, capture_output=True, text=True, timeout=1800)
 
 
+def _closure(names):
+    """The distributions of this interpreter's environment that ``names`` need: themselves and
+    their dependencies, environment markers evaluated, no extras. None when one is missing or
+    not at its pinned version."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found, todo = {}, list(names)
+    while todo:
+        requirement = Requirement(todo.pop())
+        name = canonicalize_name(requirement.name)
+        if name in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            return None
+        if not requirement.specifier.contains(dist.version, prereleases=True):
+            return None
+        found[name] = dist
+        todo += [r for r in dist.requires or []
+                 if Requirement(r).marker is None or Requirement(r).marker.evaluate({"extra": ""})]
+    return found
+
+
+def _link_packages(dists, site):
+    """Hard-link each distribution's files (its RECORD) and their compiled bytecode into the
+    folder ``site``; copy where a link is impossible (another file system). Scripts outside
+    site-packages (``../../../bin/...``) are left out: notebooks run no console scripts."""
+    import importlib.util
+
+    count = 0
+    for dist in dists.values():
+        for entry in dist.files or []:
+            relative = Path(str(entry))
+            if relative.parts[0] == ".." or "__pycache__" in relative.parts:
+                continue
+            source = Path(dist.locate_file(entry))
+            wanted = [(source, site / relative)]
+            if source.suffix == ".py":
+                cached = Path(importlib.util.cache_from_source(str(source)))
+                wanted.append((cached, site / relative.parent / "__pycache__" / cached.name))
+            for src, dst in wanted:
+                if not src.is_file() or dst.exists():
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+                count += 1
+    return count
+
+
 def _stand_in():
     """The stand-in environment: created once, re-created when the pins change."""
     pins = _pins()
@@ -134,12 +196,25 @@ def _stand_in():
     if stamp.exists() and stamp.read_text() == "\n".join(pins):
         return
     shutil.rmtree(VENV, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    _pip("install", "--quiet", "--no-compile", *pins)  # then compiled on every core, as in make env
-    subprocess.run([str(VENV / "bin" / "python"), "-c",
-                    "import compileall, sysconfig; compileall.compile_dir("
-                    "sysconfig.get_path('purelib'), quiet=2, workers=0)"],
-                   check=True, capture_output=True, timeout=1800)
+    dists = _closure([*pins, "pip"])
+    if dists is None:  # the project's environment lacks a pinned version: pip installs them
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        _pip("install", "--quiet", "--no-compile", *pins)  # then compiled on every core
+        subprocess.run([str(VENV / "bin" / "python"), "-c",
+                        "import compileall, sysconfig; compileall.compile_dir("
+                        "sysconfig.get_path('purelib'), quiet=2, workers=0)"],
+                       check=True, capture_output=True, timeout=1800)
+    else:
+        venv.EnvBuilder(with_pip=False, clear=True).create(VENV)
+        site = subprocess.run([str(VENV / "bin" / "python"), "-c",
+                               "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        _link_packages(dists, Path(site))
+    check = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "check"],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, f"the stand-in misses a dependency:\n{check.stdout}{check.stderr}"
+    installed = {line.split("==")[0].lower().replace("_", "-") for line in _freeze().splitlines()}
+    assert {p.split("==")[0].lower().replace("_", "-") for p in pins} <= installed, installed
     stamp.write_text("\n".join(pins))
 
 
