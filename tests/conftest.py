@@ -88,8 +88,8 @@ def with_training_argument(layer_class):
 # so the book build's (the longest) is a file of a few seconds; the JAX child follows the Colab
 # stand-in, and the rest are handed out as workers free up.
 LONGEST_FIRST = (
-    "test_book.py",           # the book build (about fifteen minutes here), then the page checks
-    "test_problem_sets.py",   # nbgrader: release and autograde each set (about fifteen minutes)
+    "test_book.py",           # the book build (8-14 minutes under make test), then the page checks
+    "test_problem_sets.py",   # nbgrader: release and autograde each set (12-20 minutes)
     "test_colab.py",          # a fresh environment, then the notebooks in it
     "test_pages.py",          # seconds: the book worker's second file
     "test_execute_chapters.py",  # seconds

@@ -155,8 +155,10 @@ def _closure(names):
         if not requirement.specifier.contains(dist.version, prereleases=True):
             return None
         found[name] = dist
-        todo += [r for r in dist.requires or []
-                 if Requirement(r).marker is None or Requirement(r).marker.evaluate({"extra": ""})]
+        for line in dist.requires or []:
+            needed = Requirement(line)
+            if needed.marker is None or needed.marker.evaluate({"extra": ""}):
+                todo.append(line)
     return found
 
 
@@ -166,7 +168,6 @@ def _link_packages(dists, site):
     site-packages (``../../../bin/...``) are left out: notebooks run no console scripts."""
     import importlib.util
 
-    count = 0
     for dist in dists.values():
         for entry in dist.files or []:
             relative = Path(str(entry))
@@ -185,8 +186,6 @@ def _link_packages(dists, site):
                     os.link(src, dst)
                 except OSError:
                     shutil.copy2(src, dst)
-                count += 1
-    return count
 
 
 def _stand_in():
@@ -213,8 +212,10 @@ def _stand_in():
     check = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "check"],
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, f"the stand-in misses a dependency:\n{check.stdout}{check.stderr}"
-    installed = {line.split("==")[0].lower().replace("_", "-") for line in _freeze().splitlines()}
-    assert {p.split("==")[0].lower().replace("_", "-") for p in pins} <= installed, installed
+    from packaging.utils import canonicalize_name
+
+    installed = {canonicalize_name(line.split("==")[0]) for line in _freeze().splitlines()}
+    assert {canonicalize_name(p.split("==")[0]) for p in pins} <= installed, installed
     stamp.write_text("\n".join(pins))
 
 
